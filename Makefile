@@ -1,0 +1,75 @@
+# tradewarden: the two commands a newcomer needs are `make demo` and `make test`.
+# Every target installs what it needs; the control plane binaries are built once and cached in
+# ~/.cache/tradewarden (or $XDG_CACHE_HOME/tradewarden), outside the repository.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CLUSTER := $(PY) tests/cluster/localcluster.py
+# TRADEWARDEN_CLUSTER=current targets the current kubeconfig context instead of the local control plane.
+TRADEWARDEN_CLUSTER ?= local
+export TRADEWARDEN_CLUSTER
+PYTEST_ARGS ?=
+
+.PHONY: help venv lint crds crds-check test test-unit cluster-build cluster-up cluster-down demo bench lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "==> creating the virtualenv in $(VENV) and installing pinned dependencies"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP) ## Create the virtualenv and install the pinned dependencies
+
+lint: $(STAMP) ## ruff, mypy (strict for api and controller) and the import-linter layer contracts
+	@echo "==> ruff"
+	@$(VENV)/bin/ruff check operator tests benchmarks scripts
+	@echo "==> mypy"
+	@$(VENV)/bin/mypy
+	@echo "==> import-linter"
+	@$(VENV)/bin/lint-imports
+
+crds: $(STAMP) ## Regenerate crds/ and the chart's CRD templates from the API models
+	@$(PY) -m tradewarden.api.crds
+
+crds-check: $(STAMP)
+	@$(PY) -m tradewarden.api.crds --check
+
+cluster-build: $(STAMP) ## Build (or reuse) kube-apiserver, kube-controller-manager and etcd
+	@$(CLUSTER) build
+
+cluster-up: $(STAMP) ## Start the local control plane (prints the kubeconfig path)
+	@$(CLUSTER) up
+
+cluster-down: $(STAMP) ## Stop the local control plane
+	@$(CLUSTER) down
+
+test: lint ## Lint, then every test (starts a local control plane for the session)
+	@echo "==> tests"
+	@if [ "$$TRADEWARDEN_CLUSTER" = local ]; then $(CLUSTER) build >/dev/null; fi
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## Only the tests that need no cluster
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: $(STAMP) ## Bring up the control plane, the operator and example bots; Ctrl-C stops everything
+	@$(PY) scripts/demo.py
+
+bench: $(STAMP) ## Run the benchmarks (see docs/BENCHMARKS.md)
+	@$(PY) -m pytest benchmarks -m benchmark -s -p no:cacheprovider
+
+lock: ## Re-resolve and pin every Python dependency into constraints.txt
+	@rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet -e '.[dev]'
+	@{ echo "# Pinned versions of every Python dependency, used as pip constraints by the Makefile."; \
+	   echo "# Regenerate with: make lock"; .lock-venv/bin/pip freeze --exclude-editable | grep -vi '^tradewarden'; } > constraints.txt
+	@rm -rf .lock-venv
+
+clean: ## Remove the virtualenv and local state (not the cached binaries)
+	@-$(CLUSTER) down 2>/dev/null
+	@rm -rf $(VENV) .cluster .demo .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,155 @@
+"""The contract between the operator and the runner.
+
+The operator writes a :class:`RuntimeConfig` into the bot's ``<bot>-runtime`` ConfigMap; the runner
+watches that ConfigMap and applies it between ticks. The runner answers only through its Lease
+``<bot>-runner``, whose annotations are named here. Both sides import this module, so the contract has
+one definition; tests may write a RuntimeConfig directly to drive a runner without an operator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+from pydantic import Field
+
+from tradewarden.api.base import FreeForm, WireModel
+from tradewarden.api.strategyconfig import ModeOverlays, StrategyMode, Timeframe
+from tradewarden.api.tradingbot import (
+    ExchangeSpec,
+    KillMode,
+    ManualLaneSpec,
+    RiskLimits,
+    TradingMode,
+)
+
+RUNTIME_SCHEMA_VERSION = 1
+
+#: ConfigMap data keys.
+CONFIGMAP_RUNTIME_KEY = "runtime.json"
+CONFIGMAP_HASH_KEY = "configHash"
+
+#: Lease annotations written by the runner, read by the operator.
+ANN_APPLIED_HASH = "tradewarden.io/applied-config-hash"
+ANN_KILL_MODE = "tradewarden.io/kill-mode"
+ANN_KILL_ACKS = "tradewarden.io/kill-acks"
+ANN_TELEMETRY = "tradewarden.io/telemetry"
+ANN_REJECTED = "tradewarden.io/rejected-config"
+
+#: Labels the operator puts on every object it owns for a bot.
+LABEL_BOT = "tradewarden.io/bot"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "tradewarden"
+
+
+def runtime_configmap_name(bot: str) -> str:
+    return f"{bot}-runtime"
+
+
+def lease_name(bot: str) -> str:
+    return f"{bot}-runner"
+
+
+def runner_account_name(bot: str) -> str:
+    return f"{bot}-runner"
+
+
+class RuntimeStrategy(WireModel):
+    key: str = Field(description="Strategy registry key.")
+    version: str = Field(default="", description="Strategy version the operator validated against.")
+    instruments: list[str] = Field(description="Symbols to trade.")
+    timeframe: Timeframe = Field(description="Base bar timeframe.")
+    params: FreeForm = Field(default_factory=dict, description="Validated params, defaults filled in.")
+    active_mode: StrategyMode = Field(default=StrategyMode.PRIMARY, description="Mode overlay requested.")
+    auto_step_down: bool = Field(default=False, description="Step down a mode on each new kill event.")
+    modes: ModeOverlays = Field(default_factory=ModeOverlays, description="Mode overlays.")
+
+
+class RuntimeCapital(WireModel):
+    quote_currency: str = "USDT"
+    paper_balance: float = 10000.0
+    live_capital: float = Field(default=0.0, description="Capital allowed live at the current ramp step.")
+
+
+class RuntimeConfig(WireModel):
+    """Everything one runner needs, as one document. The runner keeps the last good one."""
+
+    schema_version: int = Field(default=RUNTIME_SCHEMA_VERSION)
+    namespace: str
+    bot: str
+    generation: int = 0
+    config_hash: str = Field(description="compute_config_hash() of the trading-relevant parts below.")
+    requested_mode: TradingMode = TradingMode.SIGNALS
+    effective_mode: TradingMode = TradingMode.SIGNALS
+    gate_hash: str = Field(default="", description="For live: compute_gate_hash() of the passing evidence.")
+    kill_mode: KillMode = Field(default=KillMode.OFF, description="Kill mode folded in by the operator.")
+    kill_reason: str = ""
+    strategy: RuntimeStrategy
+    exchange: ExchangeSpec
+    risk: RiskLimits = Field(default_factory=RiskLimits)
+    capital: RuntimeCapital = Field(default_factory=RuntimeCapital)
+    allowed_intent_sources: list[str] = Field(default_factory=lambda: ["strategy"])
+    manual_lane: ManualLaneSpec = Field(default_factory=ManualLaneSpec)
+    heartbeat_grace_seconds: int = 30
+
+    def verify(self) -> None:
+        """Raise ValueError when the declared hashes do not match the content (a corrupt or forged config)."""
+        expected = compute_config_hash(self.strategy, self.risk, self.exchange)
+        if self.config_hash != expected:
+            raise ValueError(f"configHash: does not match the content (declared {self.config_hash[:12]}, "
+                             f"computed {expected[:12]}); keeping the last good config")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: the input of every hash in tradewarden."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def compute_config_hash(strategy: RuntimeStrategy, risk: RiskLimits, exchange: ExchangeSpec) -> str:
+    """Hash of what determines the bot's trading decisions; replay evidence is bound to it.
+
+    Mode, kill state, capital ramp and the manual lane are left out on purpose: changing them must not
+    invalidate evidence about the strategy's behaviour.
+    """
+    payload = {
+        "strategy": strategy.to_wire(),
+        "risk": risk.to_wire(),
+        "exchange": {"id": exchange.id, "sandbox": exchange.sandbox},
+    }
+    return "sha256:" + sha256_hex(canonical_json(payload))
+
+
+def compute_gate_hash(config_hash: str, replay_result_hash: str, consensus_evidence_hash: str) -> str:
+    """Binds a live permission to the config and the exact evidence that allowed it."""
+    return "sha256:" + sha256_hex(f"{config_hash}|{replay_result_hash}|{consensus_evidence_hash}")
+
+
+class KillAck(WireModel):
+    """The runner's acknowledgement of one KillSwitch's state."""
+
+    resource_version: str
+    mode: KillMode
+    at: dt.datetime
+
+
+class Telemetry(WireModel):
+    """What the runner reports on every Lease renewal."""
+
+    heartbeat: dt.datetime
+    effective_mode: TradingMode = TradingMode.SIGNALS
+    kill_mode: KillMode = KillMode.OFF
+    strategy_mode: StrategyMode = StrategyMode.PRIMARY
+    equity: float = 0.0
+    pnl: float = 0.0
+    drawdown_pct: float = 0.0
+    open_positions: int = 0
+    flat: bool = True
+    api_reachable: bool = True
+    bot_trip: KillMode = Field(default=KillMode.OFF, description="Bot-scoped halt tripped by the runner itself.")
+    bot_trip_reason: str = ""
