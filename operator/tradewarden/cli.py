@@ -1,0 +1,50 @@
+"""The ``tradewarden`` command: one entry point for every process the product runs.
+
+``tradewarden operator`` runs the kopf operator, ``tradewarden runner --bot NS/NAME`` one bot,
+``tradewarden emulator`` the local exchange emulator. Each subcommand imports its layer lazily, so the
+runner never loads kopf and the operator never loads ccxt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tradewarden", description="Run trading bots on Kubernetes, safely.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    op = sub.add_parser("operator", help="Run the operator (reconciles TradingBots, StrategyConfigs, KillSwitches).")
+    op.add_argument("--namespace", action="append", default=[],
+                    help="Watch only this namespace (repeatable). Default: all namespaces.")
+    op.add_argument("--metrics-port", type=int, default=8080, help="Port of /metrics and /healthz (0: off).")
+    op.add_argument("--runner-image", default=None, help="Default runner image for placement cluster.")
+    op.add_argument("--verbose", action="store_true")
+
+    rn = sub.add_parser("runner", help="Run one bot.")
+    rn.add_argument("--bot", required=True, help="The TradingBot as NAMESPACE/NAME.")
+    rn.add_argument("--journal", default=None, help="Journal folder (default: $TRADEWARDEN_JOURNAL or ./journal).")
+    rn.add_argument("--metrics-port", type=int, default=9100, help="Port of /metrics and /healthz (0: off).")
+    rn.add_argument("--kubeconfig", default=None, help="Kubeconfig (default: in-cluster, then $KUBECONFIG).")
+    rn.add_argument("--tick-seconds", type=float, default=None, help="Override the polling interval.")
+
+    em = sub.add_parser("emulator", help="Run the local exchange emulator.")
+    em.add_argument("rest", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    if args.command == "operator":
+        from tradewarden.controller.main import run_operator
+
+        return run_operator(args)
+    if args.command == "runner":
+        from tradewarden.runner.main import run_runner
+
+        return run_runner(args)
+    from tradewarden.emulator.__main__ import main as emulator_main
+
+    return emulator_main(args.rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
