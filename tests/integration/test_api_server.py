@@ -30,10 +30,16 @@ def test_kubectl_explain_shows_the_model_descriptions(cluster: Cluster) -> None:
 
 
 def test_short_names_and_category(cluster: Cluster, namespace: str) -> None:
-    for short in ("tb", "bot", "sc"):
-        assert cluster.kubectl("get", short, "-n", namespace).returncode == 0
-    assert cluster.kubectl("get", "ks").returncode == 0
-    assert cluster.kubectl("get", "trading", "-n", namespace).returncode == 0
+    out = cluster.kubectl("api-resources", "--api-group=tradewarden.io", "-o", "wide").stdout
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "tb,bot" in rows["tradingbots"] and "trading" in rows["tradingbots"]
+    assert "sc,strat" in rows["strategyconfigs"]
+    assert "ks" in rows["killswitches"]
+    cluster.apply(_bot("shorty"), namespace=namespace)
+    for short in ("tb", "bot", "trading"):
+        assert "shorty" in cluster.kubectl("get", short, "-n", namespace).stdout
+    # kubectl resolves `sc` to the built-in StorageClass first; `strat` is ours alone.
+    assert cluster.kubectl("get", "strat", "-n", namespace).returncode == 0
 
 
 def _example_manifests(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -66,11 +72,18 @@ def test_kubectl_get_shows_the_printer_columns(cluster: Cluster, namespace: str)
     assert row[1] == "signals"  # the API server defaulted spec.mode from the schema
     cluster.apply({"apiVersion": "tradewarden.io/v1alpha1", "kind": "StrategyConfig",
                    "metadata": {"name": "momentum-btc"}, "spec": {"strategy": "momentum"}}, namespace=namespace)
-    sc = cluster.kubectl("get", "sc", "-n", namespace).stdout.splitlines()
+    sc = cluster.kubectl("get", "strategyconfigs", "-n", namespace).stdout.splitlines()
     assert sc[0].split() == ["NAME", "STRATEGY", "VALID", "BOTS", "AGE"]
     assert sc[1].split()[:2] == ["momentum-btc", "momentum"]
-    ks_header = cluster.kubectl("get", "ks").stdout.splitlines()[0].split()
-    assert ks_header == ["NAME", "MODE", "MATCHED", "ACKED", "AGE"]
+    ks_name = f"{namespace}-cols"[:63]
+    cluster.apply({"apiVersion": "tradewarden.io/v1alpha1", "kind": "KillSwitch", "metadata": {"name": ks_name},
+                   "spec": {"mode": "off", "selector": {"namespaces": [namespace]}}})
+    try:
+        ks = cluster.kubectl("get", "ks", ks_name).stdout.splitlines()
+        assert ks[0].split() == ["NAME", "MODE", "MATCHED", "ACKED", "AGE"]
+        assert ks[1].split()[:2] == [ks_name, "off"]
+    finally:
+        cluster.kubectl("delete", "ks", ks_name, check=False)
 
 
 def _bot(name: str) -> dict[str, object]:

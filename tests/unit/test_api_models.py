@@ -67,7 +67,7 @@ def test_printer_columns_and_short_names() -> None:
     assert columns("StrategyConfig") == ["Strategy", "Valid", "Bots", "Age"]
     assert columns("KillSwitch") == ["Mode", "Matched", "Acked", "Age"]
     assert by_kind["TradingBot"]["spec"]["names"]["shortNames"] == ["tb", "bot"]
-    assert by_kind["StrategyConfig"]["spec"]["names"]["shortNames"] == ["sc"]
+    assert by_kind["StrategyConfig"]["spec"]["names"]["shortNames"] == ["sc", "strat"]
     assert by_kind["KillSwitch"]["spec"]["names"]["shortNames"] == ["ks"]
     assert by_kind["KillSwitch"]["spec"]["scope"] == "Cluster"
 

@@ -144,7 +144,8 @@ STRATEGY_CONFIG = ResourceInfo(
     kind="StrategyConfig",
     plural="strategyconfigs",
     singular="strategyconfig",
-    short_names=("sc",),
+    # kubectl resolves `sc` to the built-in StorageClass before any CRD; `strat` is unambiguous.
+    short_names=("sc", "strat"),
     scope="Namespaced",
     description="Which strategy to run, on which instruments and timeframe, with which params and mode overlays.",
     printer_columns=(
