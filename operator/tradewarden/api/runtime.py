@@ -79,11 +79,19 @@ class RuntimeConfig(WireModel):
     schema_version: int = Field(default=RUNTIME_SCHEMA_VERSION)
     namespace: str
     bot: str
+    bot_uid: str = Field(default="", description="metadata.uid of the bot; client order ids derive from it, "
+                                                 "so a re-created bot of the same name never reuses one.")
     generation: int = 0
     config_hash: str = Field(description="compute_config_hash() of the trading-relevant parts below.")
     requested_mode: TradingMode = TradingMode.SIGNALS
     effective_mode: TradingMode = TradingMode.SIGNALS
     gate_hash: str = Field(default="", description="For live: compute_gate_hash() of the passing evidence.")
+    gate_replay_hash: str = Field(default="", description="For live: the replay result hash the gate passed on.")
+    gate_consensus_hash: str = Field(default="", description="For live: the evidence hash consensus approved.")
+    labels: dict[str, str] = Field(default_factory=dict,
+                                   description="The bot's labels, so the runner can match KillSwitch selectors.")
+    trip_reset: str = Field(default="", description="Changing this value clears a bot-scoped trip (drawdown halt); "
+                                                    "copied from the bot's tradewarden.io/reset-trip annotation.")
     kill_mode: KillMode = Field(default=KillMode.OFF, description="Kill mode folded in by the operator.")
     kill_reason: str = ""
     strategy: RuntimeStrategy
@@ -93,6 +101,12 @@ class RuntimeConfig(WireModel):
     allowed_intent_sources: list[str] = Field(default_factory=lambda: ["strategy"])
     manual_lane: ManualLaneSpec = Field(default_factory=ManualLaneSpec)
     heartbeat_grace_seconds: int = 30
+
+    def live_permitted(self) -> bool:
+        """Whether this config really permits live orders: live, with a gate hash bound to this config."""
+        if self.effective_mode != TradingMode.LIVE or not self.gate_hash:
+            return False
+        return self.gate_hash == compute_gate_hash(self.config_hash, self.gate_replay_hash, self.gate_consensus_hash)
 
     def verify(self) -> None:
         """Raise ValueError when the declared hashes do not match the content (a corrupt or forged config)."""
@@ -131,9 +145,16 @@ def compute_gate_hash(config_hash: str, replay_result_hash: str, consensus_evide
 
 
 class KillAck(WireModel):
-    """The runner's acknowledgement of one KillSwitch's state."""
+    """The runner's acknowledgement of one KillSwitch's state.
 
-    resource_version: str
+    The operator matches an ack on ``generation`` (the switch's ``metadata.generation``), not on
+    ``resourceVersion``: the operator's own status writes change the switch's resourceVersion, so an
+    ack bound to it would go stale the moment the operator recorded it. The generation changes only
+    with the spec (mode, reason, selector, trigger), which is exactly what a runner acknowledges.
+    """
+
+    resource_version: str = Field(default="", description="metadata.resourceVersion the runner saw (informative).")
+    generation: int = Field(default=0, ge=0, description="metadata.generation of the switch acknowledged.")
     mode: KillMode
     at: dt.datetime
 

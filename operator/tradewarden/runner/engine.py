@@ -1,0 +1,589 @@
+"""The trading engine of one bot: bars in, decisions, intents, checks, orders, journal.
+
+Called by the runner's main loop (``tick`` on a timer, ``apply_config`` between ticks) and by the watch
+threads (``set_switch_kill``, ``set_api_lost``), which may run at any moment: the kill state is read
+under a lock right before every order, so a kill switch that lands in the middle of a tick still stops
+the next order.
+
+The order path exists only in paper and live mode: in signals mode the engine has no broker at all and
+never builds an ``OrderRequest`` (DESIGN.md invariant 1). Live orders need a runtime config whose gate
+hash matches its own content (invariant 2, checked on the runner's side too).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tradewarden.api.market import (
+    FLAT,
+    Action,
+    Candle,
+    OrderRequest,
+    OrderResult,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    Position,
+)
+from tradewarden.api.runtime import RuntimeConfig
+from tradewarden.api.strategyconfig import MODE_STEP_DOWN, StrategyMode
+from tradewarden.api.tradingbot import KillMode, TradingMode, strongest_kill_mode
+from tradewarden.exchange import Broker, ExchangeError, NeedsHuman, PaperBroker, RetryLater
+from tradewarden.runner.intents import Intent, IntentKind, Lane, Verdict, admit, client_order_id
+from tradewarden.runner.journal import Journal
+from tradewarden.runner.metrics import RunnerMetrics
+from tradewarden.runner.risk import OrderKind, Rejection, RejectReason, RiskManager
+from tradewarden.strategies import SafeStrategy, StrategyError, build_strategy
+
+log = logging.getLogger("tradewarden.runner.engine")
+
+#: How many closed bars to fetch beyond a strategy's warm-up when (re)building it.
+WARMUP_MARGIN = 5
+
+
+class MarketData(Protocol):
+    def fetch_ohlcv(self, symbol: str, timeframe: str = "1m", since: int | None = None,
+                    limit: int | None = None) -> list[Candle]: ...
+
+
+BrokerFactory = Callable[[RuntimeConfig, TradingMode, dict[str, float] | None], Broker]
+
+
+@dataclass
+class KillState:
+    """Every source of a kill mode, folded by ``mode``: the strongest wins."""
+
+    operator: KillMode = KillMode.OFF
+    switches: KillMode = KillMode.OFF
+    switches_reason: str = ""
+    bot_trip: KillMode = KillMode.OFF
+    bot_trip_reason: str = ""
+    api_lost: bool = False
+
+    @property
+    def mode(self) -> KillMode:
+        # Losing the API server blocks new entries (close-only) until it answers again.
+        lost = KillMode.CLOSE_ONLY if self.api_lost else KillMode.OFF
+        return strongest_kill_mode(self.operator, self.switches, self.bot_trip, lost)
+
+
+@dataclass
+class Telemetry:
+    equity: float = 0.0
+    pnl: float = 0.0
+    drawdown_pct: float = 0.0
+    open_positions: int = 0
+    flat: bool = True
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    """One bot's trading state machine. Not thread-safe except for the kill-state setters."""
+
+    def __init__(self, *, bot_uid: str, config: RuntimeConfig, journal: Journal, metrics: RunnerMetrics,
+                 market: MarketData, broker_factory: BrokerFactory,
+                 clock: Callable[[], float] = time.time,
+                 on_kill_change: Callable[[], None] | None = None) -> None:
+        self.bot_uid = bot_uid
+        self.journal = journal
+        self.metrics = metrics
+        self.market = market
+        self.broker_factory = broker_factory
+        self.clock = clock
+        self.on_kill_change = on_kill_change
+        self._kill_lock = threading.Lock()
+        self.kill = KillState()
+        trip = journal.get("bot_trip")
+        if trip:
+            self.kill.bot_trip = KillMode(trip["mode"])
+            self.kill.bot_trip_reason = trip["reason"]
+        self.config = config
+        self.mode = TradingMode.SIGNALS
+        self.broker: Broker | None = None
+        self.strategies: dict[str, SafeStrategy] = {}
+        self.last_bar: dict[str, int] = {}
+        self.positions: dict[str, Position] = journal.positions()
+        self.risk = RiskManager(config.risk, equity_peak=float(journal.get("equity_peak", 0.0)))
+        self.telemetry = Telemetry()
+        self.counters: dict[str, int] = {k: 0 for k in (
+            "processed", "executed_true", "executed_false", "blocked_source", "manual_consumed",
+            "manual_blocked_disabled", "manual_processed", "kill_blocked", "risk_rejected")}
+        self._last_kill_mode = KillMode.OFF
+        self._last_price: dict[str, float] = {}
+        self._strategy_key: tuple[Any, ...] = ()
+        self._configure(config, first=True)
+
+    # ---- kill state (any thread) ------------------------------------------------------------------
+
+    def kill_mode(self) -> KillMode:
+        with self._kill_lock:
+            return self.kill.mode
+
+    def set_switch_kill(self, mode: KillMode, reason: str) -> None:
+        """Called by the KillSwitch watch with the folded mode of every matching switch."""
+        with self._kill_lock:
+            changed = self.kill.switches != mode
+            self.kill.switches, self.kill.switches_reason = mode, reason
+        if changed:
+            log.warning("kill switch mode now %s", mode.value, extra={"fields": {"kill_mode": mode.value,
+                                                                                 "reason": reason}})
+            self._kill_changed()
+
+    def set_api_lost(self, lost: bool, grace: float) -> None:
+        with self._kill_lock:
+            changed = self.kill.api_lost != lost
+            self.kill.api_lost = lost
+        if changed:
+            if lost:
+                log.error("API server unreachable for more than %.0f s: stopping new entries on my own", grace,
+                          extra={"fields": {"api_reachable": False}})
+            else:
+                log.warning("API server reachable again: entries allowed unless a kill switch says otherwise",
+                            extra={"fields": {"api_reachable": True}})
+            self.metrics.api_reachable.set(0 if lost else 1)
+            self._kill_changed()
+
+    def _kill_changed(self) -> None:
+        mode = self.kill_mode()
+        self.metrics.set_kill_mode(mode.value)
+        if self._last_kill_mode == KillMode.OFF and mode != KillMode.OFF:
+            self._step_down_on_kill()
+        self._last_kill_mode = mode
+        if self.on_kill_change:
+            self.on_kill_change()
+
+    def _trip(self, mode: KillMode, reason: str) -> None:
+        with self._kill_lock:
+            self.kill.bot_trip, self.kill.bot_trip_reason = mode, reason
+        self.journal.put("bot_trip", {"mode": mode.value, "reason": reason, "reset": self.config.trip_reset})
+        log.error("bot-scoped %s tripped: %s", mode.value, reason, extra={"fields": {"bot_trip": mode.value}})
+        self._kill_changed()
+
+    # ---- configuration ------------------------------------------------------------------------------
+
+    def apply_config(self, config: RuntimeConfig) -> None:
+        """Apply a new, already verified runtime config between ticks (hot reload, no restart)."""
+        old = self.config
+        self._configure(config, first=False)
+        if old.strategy.key != config.strategy.key:
+            log.info("strategy %s -> %s", old.strategy.key, config.strategy.key,
+                     extra={"fields": {"from": old.strategy.key, "to": config.strategy.key}})
+        log.info("applied runtime config %s (generation %d)", config.config_hash[:19], config.generation,
+                 extra={"fields": {"config_hash": config.config_hash, "effective_mode": self.mode.value}})
+
+    def _configure(self, config: RuntimeConfig, first: bool) -> None:
+        self.config = config
+        self.risk.update_limits(config.risk)
+        with self._kill_lock:
+            self.kill.operator = config.kill_mode
+        trip = self.journal.get("bot_trip")
+        if trip and trip.get("reset", "") != config.trip_reset:
+            # A human changed the bot's reset-trip annotation after the trip: clear it.
+            self.journal.put("bot_trip", None)
+            with self._kill_lock:
+                self.kill.bot_trip, self.kill.bot_trip_reason = KillMode.OFF, ""
+            log.warning("bot-scoped trip cleared by reset annotation")
+        mode = self._allowed_mode(config)
+        if mode != self.mode or (self.broker is None and mode != TradingMode.SIGNALS):
+            self._switch_mode(mode)
+        self._rebuild_strategies_if_needed()
+        self.metrics.set_kill_mode(self.kill_mode().value)
+
+    def _allowed_mode(self, config: RuntimeConfig) -> TradingMode:
+        mode = config.effective_mode
+        if mode == TradingMode.LIVE and not config.live_permitted():
+            log.error("runtime config says live but its gate hash does not match its content: refusing live "
+                      "orders, trading on paper", extra={"fields": {"config_hash": config.config_hash}})
+            return TradingMode.PAPER
+        if mode == TradingMode.LIVE and config.capital.live_capital <= 0:
+            log.error("live mode with no live capital at the current ramp step: trading on paper")
+            return TradingMode.PAPER
+        return mode
+
+    def _switch_mode(self, mode: TradingMode) -> None:
+        log.info("trading mode %s -> %s", self.mode.value, mode.value,
+                 extra={"fields": {"from": self.mode.value, "to": mode.value}})
+        self.mode = mode
+        self.metrics.set_mode(mode.value)
+        if mode == TradingMode.SIGNALS:
+            self.broker = None  # no order path at all
+            return
+        saved = self.journal.get(f"{mode.value}_balances") if mode == TradingMode.PAPER else None
+        self.broker = self.broker_factory(self.config, mode, saved)
+
+    # ---- strategy modes -------------------------------------------------------------------------------
+
+    def strategy_mode(self) -> StrategyMode:
+        base = StrategyMode(self.config.strategy.active_mode)
+        stepped = self.journal.get("mode_step")
+        if stepped and stepped.get("base") == base.value:
+            return StrategyMode(stepped["mode"])
+        return base
+
+    def _step_down_on_kill(self) -> None:
+        if not self.config.strategy.auto_step_down:
+            return
+        current = self.strategy_mode()
+        idx = MODE_STEP_DOWN.index(current)
+        nxt = MODE_STEP_DOWN[min(idx + 1, len(MODE_STEP_DOWN) - 1)]
+        self.journal.put("mode_step", {"base": StrategyMode(self.config.strategy.active_mode).value,
+                                       "mode": nxt.value})
+        if nxt != current:
+            log.warning("new kill event: strategy mode steps down %s -> %s", current.value, nxt.value,
+                        extra={"fields": {"from": current.value, "to": nxt.value}})
+
+    def _overlay(self) -> tuple[str, dict[str, Any], float, bool]:
+        """Timeframe, params, risk scale and whether entries are allowed in the current strategy mode."""
+        cfg = self.config.strategy
+        mode = self.strategy_mode()
+        overlay = getattr(cfg.modes, mode.value)
+        timeframe, params, scale, entries = cfg.timeframe.value, dict(cfg.params), 1.0, True
+        if overlay is not None:
+            timeframe = overlay.timeframe.value if overlay.timeframe else timeframe
+            params.update(overlay.params or {})
+            scale, entries = overlay.risk_scale, overlay.entries_allowed
+        if mode == StrategyMode.FLAT:
+            entries = False  # the safety profile never opens a position
+        return timeframe, params, scale, entries
+
+    def _rebuild_strategies_if_needed(self) -> None:
+        timeframe, params, _, _ = self._overlay()
+        key = (self.config.strategy.key, tuple(self.config.strategy.instruments), timeframe,
+               sorted(params.items()))
+        if key == self._strategy_key:
+            return
+        self._strategy_key = key
+        self.strategies = {s: build_strategy(self.config.strategy.key, params, s)
+                           for s in self.config.strategy.instruments}
+        self.last_bar = {}
+        log.info("strategy %s ready on %s (%s)", self.config.strategy.key,
+                 ", ".join(self.config.strategy.instruments), timeframe)
+
+    # ---- the tick -----------------------------------------------------------------------------------------
+
+    def tick(self) -> int:
+        """Process every newly closed bar, the manual lane and flatten; return the bars processed."""
+        timeframe, _, _, _ = self._overlay()
+        processed = 0
+        for symbol, strategy in self.strategies.items():
+            processed += self._process_symbol(symbol, strategy, timeframe)
+        self._manual_lane()
+        self._flatten_if_needed()
+        self._update_equity()
+        return processed
+
+    def _process_symbol(self, symbol: str, strategy: SafeStrategy, timeframe: str) -> int:
+        last = self.last_bar.get(symbol)
+        if last is None:
+            # (Re)built: warm the strategy up on history without acting on old bars.
+            history = self.market.fetch_ohlcv(symbol, timeframe, limit=strategy.warmup_bars + WARMUP_MARGIN)
+            for bar in history:
+                strategy.on_candle(bar, self.positions.get(symbol, FLAT))
+            self.journal.add_candles(symbol, timeframe, history)
+            if history:
+                self.last_bar[symbol] = history[-1].ts
+                self._price(symbol, history[-1])
+            return 0
+        bars = [b for b in self.market.fetch_ohlcv(symbol, timeframe, since=last + 1) if b.ts > last]
+        if not bars:
+            return 0
+        self.journal.add_candles(symbol, timeframe, bars)
+        for bar in bars:
+            self.last_bar[symbol] = bar.ts
+            self._price(symbol, bar)
+            position = self.positions.get(symbol, FLAT)
+            try:
+                decision = strategy.on_candle(bar, position)
+            except StrategyError as exc:
+                log.error("strategy failed; rebuilding it: %s", exc)
+                self._strategy_key = ()
+                self._rebuild_strategies_if_needed()
+                return 0
+            self.metrics.bars.inc()
+            if decision.action == Action.HOLD:
+                continue
+            self.journal.add_signal(bar.ts, symbol, decision.action.value, decision.reason, decision.stop_price,
+                                    self.config.config_hash, self.strategy_mode().value)
+            log.info("signal %s %s: %s", decision.action.value, symbol, decision.reason,
+                     extra={"fields": {"lane": Lane.MAIN.value, "symbol": symbol, "bar": bar.ts}})
+            if self.mode == TradingMode.SIGNALS:
+                continue  # signals only: journaled, never turned into an order
+            kind = IntentKind.ENTRY if decision.action == Action.ENTER_LONG else IntentKind.EXIT
+            side = OrderSide.BUY if kind == IntentKind.ENTRY else OrderSide.SELL
+            intent = Intent(id=f"strategy:{symbol}:{timeframe}:{bar.ts}:{decision.action.value}",
+                            source="strategy", lane=Lane.MAIN, symbol=symbol, side=side, kind=kind,
+                            stop_price=decision.stop_price, reason=decision.reason)
+            self.process_intent(intent)
+        return len(bars)
+
+    def _price(self, symbol: str, bar: Candle) -> None:
+        self._last_price[symbol] = bar.close
+        if isinstance(self.broker, PaperBroker):
+            for filled in self.broker.update_price(symbol, bar, bar.ts):
+                self._on_result(filled, None)
+
+    def last_price(self, symbol: str) -> float | None:
+        return self._last_price.get(symbol)
+
+    # ---- intents ---------------------------------------------------------------------------------------------
+
+    def _manual_lane(self) -> None:
+        lane = self.config.manual_lane
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        for mi in lane.intents:
+            intent_id = f"manual:{mi.id}"
+            if self.journal.intent_done(intent_id):
+                continue
+            side = OrderSide(mi.side.value)
+            kind = IntentKind.EXIT if mi.reduce_only or side == OrderSide.SELL else IntentKind.ENTRY
+            intent = Intent(id=intent_id, source="manual", lane=Lane.MANUAL, symbol=mi.symbol, side=side,
+                            kind=kind, amount=mi.amount, reason="manual intent")
+            if lane.enabled_until is None or now >= lane.enabled_until:
+                # Expired: refuse once and remember, so it does not run later if the lane is reopened by mistake.
+                self._finish(intent, Verdict.MANUAL_BLOCKED_DISABLED.value, "manual lane closed")
+                continue
+            self.process_intent(intent)
+
+    def process_intent(self, intent: Intent) -> OrderResult | None:
+        """Admit, size, check and place one intent. Every outcome is journaled and counted."""
+        self.counters["processed"] += 1
+        if intent.lane == Lane.MANUAL:
+            self.counters["manual_processed"] += 1
+        if self.mode == TradingMode.SIGNALS or self.broker is None:
+            self._finish(intent, "signals_mode", "signals mode places no orders")
+            return None
+        _, _, scale, entries_allowed = self._overlay()
+        verdict = admit(intent, allowed_sources=self.config.allowed_intent_sources,
+                        manual_enabled_until=self.config.manual_lane.enabled_until,
+                        now=dt.datetime.fromtimestamp(self.clock(), dt.UTC),
+                        already_done=self.journal.intent_done(intent.id), kill_mode=self.kill_mode(),
+                        entries_blocked=not entries_allowed)
+        if verdict != Verdict.ACCEPT:
+            if verdict != Verdict.DUPLICATE:
+                self._finish(intent, verdict.value, f"{verdict.value} (kill mode {self.kill_mode().value})")
+            return None
+        price = self.last_price(intent.symbol)
+        if price is None:
+            self._finish(intent, "no_price", f"no market price for {intent.symbol} yet")
+            return None
+        position = self.positions.get(intent.symbol, FLAT)
+        if intent.kind == IntentKind.EXIT:
+            amount = min(intent.amount or position.qty, position.qty)
+            if amount <= 0:
+                self._finish(intent, "nothing_to_exit", f"no open position in {intent.symbol}")
+                return None
+            order_kind = OrderKind.EXIT
+        else:
+            sized = intent.amount or self.risk.size_entry(self.telemetry.equity or self._equity_now(), price,
+                                                          intent.stop_price)
+            if isinstance(sized, Rejection):
+                return self._reject(intent, sized)
+            amount = sized * (scale if intent.lane == Lane.MAIN else 1.0)
+            if self.mode == TradingMode.LIVE:
+                cap = self.config.capital.live_capital - self._exposure()
+                amount = min(amount, max(cap, 0.0) / price)
+            if amount * price <= 0:
+                return self._reject(intent, Rejection(RejectReason.CAPITAL,
+                                                      "no live capital left at the current ramp step"))
+            order_kind = OrderKind.ENTRY
+        notional = amount * price
+        now = self.clock()
+        open_count = sum(1 for p in self.positions.values() if p.is_open)
+        rejection = self.risk.check(order_kind, intent.symbol, notional, now, open_positions=open_count,
+                                    opens_position=not position.is_open)
+        if rejection is not None:
+            return self._reject(intent, rejection)
+        return self._place(intent, order_kind, amount, notional, now)
+
+    def _place(self, intent: Intent, order_kind: OrderKind, amount: float, notional: float,
+               now: float) -> OrderResult | None:
+        # The kill state may have changed while this intent was being sized: look once more.
+        mode = self.kill_mode()
+        if mode == KillMode.HALT_ALL or (order_kind == OrderKind.ENTRY and mode != KillMode.OFF):
+            self._finish(intent, Verdict.KILL_BLOCKED.value, f"kill mode {mode.value}")
+            return None
+        assert self.broker is not None
+        request = OrderRequest(symbol=intent.symbol, side=intent.side, type=OrderType.MARKET, amount=amount,
+                               client_order_id=client_order_id(self.bot_uid, intent.id),
+                               reduce_only=intent.reduce_only)
+        self.journal.order_pending(intent.id, int(now * 1000), request, self.mode.value)
+        self.risk.record(order_kind, intent.symbol, notional, now)
+        try:
+            result = self.broker.create_order(request)
+        except RetryLater as exc:
+            # Left pending: the next tick (or a restarted runner) asks the venue by client order id.
+            log.warning("order %s not confirmed, will look it up: %s", request.client_order_id, exc)
+            self.metrics.order(self.mode.value, "unconfirmed")
+            return None
+        except (NeedsHuman, ExchangeError) as exc:
+            self.journal.order_failed(request.client_order_id, str(exc))
+            self.metrics.order(self.mode.value, "failed")
+            self.counters["executed_false"] += 1
+            self._finish(intent, "failed", str(exc))
+            log.error("order for %s failed and needs a human: %s", intent.symbol, exc,
+                      extra={"fields": {"lane": intent.lane.value}})
+            return None
+        self._on_result(result, intent)
+        return result
+
+    def _on_result(self, result: OrderResult, intent: Intent | None) -> None:
+        self.journal.order_result(result, self.mode.value)
+        status = result.status
+        self.metrics.order(self.mode.value, {OrderStatus.CLOSED: "filled", OrderStatus.OPEN: "open"}.get(
+            status, status.value))
+        if result.filled > 0 and result.average:
+            self._apply_fill(result)
+        if intent is not None:
+            executed = status in (OrderStatus.CLOSED, OrderStatus.OPEN)
+            self.counters["executed_true" if executed else "executed_false"] += 1
+            if intent.lane == Lane.MANUAL and executed:
+                self.counters["manual_consumed"] += 1
+            self._finish(intent, "executed" if executed else "rejected", status.value)
+            log.info("order %s %s %g %s: %s", result.side.value, result.symbol, result.filled or result.amount,
+                     self.mode.value, status.value,
+                     extra={"fields": {"lane": intent.lane.value, "client_order_id": result.client_order_id}})
+        if isinstance(self.broker, PaperBroker):
+            self.journal.put("paper_balances", {a: b.total for a, b in self.broker.fetch_balance().items()})
+
+    def _apply_fill(self, result: OrderResult) -> None:
+        pos = self.positions.get(result.symbol, FLAT)
+        price = float(result.average or 0.0)
+        if result.side == OrderSide.BUY:
+            qty = pos.qty + result.filled
+            entry = (pos.qty * pos.entry_price + result.filled * price) / qty if qty > 0 else 0.0
+            new = Position(qty=qty, entry_price=entry)
+        else:
+            qty = max(pos.qty - result.filled, 0.0)
+            new = Position(qty=qty, entry_price=pos.entry_price if qty > 1e-12 else 0.0)
+            if qty <= 1e-12:
+                new = FLAT
+        self.positions[result.symbol] = new
+        self.journal.set_position(result.symbol, new, result.ts)
+
+    def _reject(self, intent: Intent, rejection: Rejection) -> OrderResult | None:
+        self.metrics.rejection(rejection.reason.value)
+        self.counters["risk_rejected"] += 1
+        log.warning("risk limit refused %s %s: %s", intent.kind.value, intent.symbol, rejection.message,
+                    extra={"fields": {"lane": intent.lane.value, "reason": rejection.reason.value}})
+        self._finish(intent, f"risk_{rejection.reason.value}", rejection.message)
+        return None
+
+    def _finish(self, intent: Intent, result: str, reason: str) -> None:
+        counter = {"blocked_source": "blocked_source", "manual_blocked_disabled": "manual_blocked_disabled",
+                   "kill_blocked": "kill_blocked"}.get(result)
+        if counter:
+            self.counters[counter] += 1
+        self.metrics.intent(intent.lane.value, intent.source, result)
+        self.journal.add_intent(intent.id, int(self.clock() * 1000), intent.source, intent.lane.value,
+                                intent.symbol, intent.side.value, intent.kind.value, intent.amount, result, reason)
+
+    # ---- flatten, resume, equity ---------------------------------------------------------------------------------
+
+    def _flatten_if_needed(self) -> None:
+        if self.kill_mode() != KillMode.FLATTEN or self.broker is None:
+            self.telemetry.flat = not any(p.is_open for p in self.positions.values())
+            return
+        self.resume_pending()
+        attempt = int(self.clock())  # one intent id per second: a failed close is retried on later ticks
+        for symbol, pos in list(self.positions.items()):
+            if not pos.is_open:
+                continue
+            if self.last_price(symbol) is None:
+                continue
+            intent = Intent(id=f"flatten:{symbol}:{attempt}", source="killswitch", lane=Lane.MAIN, symbol=symbol,
+                            side=OrderSide.SELL, kind=IntentKind.EXIT, amount=pos.qty, reason="flatten")
+            self._flatten_order(intent)
+        self.telemetry.flat = not any(p.is_open for p in self.positions.values())
+        if self.telemetry.flat:
+            log.info("flatten: every position is closed; holding close-only")
+
+    def _flatten_order(self, intent: Intent) -> None:
+        """A reduce-only close that bypasses the source allowlist (the kill switch is the source) but not
+        the exit-rate limit, so a flapping venue cannot turn a flatten into an order storm."""
+        price = self.last_price(intent.symbol) or 0.0
+        now = self.clock()
+        rejection = self.risk.check(OrderKind.EXIT, intent.symbol, intent.amount * price, now)
+        if rejection is not None:
+            self._reject(intent, rejection)
+            return
+        assert self.broker is not None
+        request = OrderRequest(symbol=intent.symbol, side=OrderSide.SELL, type=OrderType.MARKET,
+                               amount=intent.amount, client_order_id=client_order_id(self.bot_uid, intent.id),
+                               reduce_only=True)
+        self.journal.order_pending(intent.id, int(now * 1000), request, self.mode.value)
+        self.risk.record(OrderKind.EXIT, intent.symbol, intent.amount * price, now)
+        try:
+            result = self.broker.create_order(request)
+        except ExchangeError as exc:
+            log.warning("flatten order for %s failed, retrying on the next tick: %s", intent.symbol, exc)
+            if isinstance(exc, NeedsHuman):
+                self.journal.order_failed(request.client_order_id, str(exc))
+            return
+        self._on_result(result, intent)
+
+    def resume_pending(self) -> int:
+        """After a restart: settle every order journaled as pending by asking the venue first."""
+        if self.broker is None:
+            return 0
+        settled = 0
+        for pending in self.journal.pending_orders():
+            try:
+                found = self.broker.fetch_order_by_client_id(pending.symbol, pending.client_order_id)
+            except ExchangeError as exc:
+                log.warning("could not look up pending order %s yet: %s", pending.client_order_id, exc)
+                continue
+            if found is None:
+                request = OrderRequest(symbol=pending.symbol, side=OrderSide(pending.side),
+                                       type=OrderType(pending.type), amount=pending.amount,
+                                       client_order_id=pending.client_order_id, reduce_only=pending.reduce_only)
+                try:
+                    found = self.broker.create_order(request)
+                except ExchangeError as exc:
+                    log.warning("re-sending pending order %s failed: %s", pending.client_order_id, exc)
+                    continue
+                log.info("pending order %s was never placed; sent it now", pending.client_order_id)
+            else:
+                log.info("pending order %s was placed before the restart; recorded it, not re-sent",
+                         pending.client_order_id)
+            self._on_result(found, None)
+            self.journal.add_intent(pending.intent_id, int(self.clock() * 1000), "resume", "main", pending.symbol,
+                                    pending.side, "resume", pending.amount, "executed", "settled after restart")
+            settled += 1
+        return settled
+
+    def _exposure(self) -> float:
+        return sum(p.qty * (self.last_price(s) or p.entry_price) for s, p in self.positions.items() if p.is_open)
+
+    def _equity_now(self) -> float:
+        if isinstance(self.broker, PaperBroker):
+            return self.broker.equity(self.config.capital.quote_currency)
+        if self.mode == TradingMode.LIVE:
+            # Live equity is measured on the capital allotted to the bot, not the whole account.
+            realised = float(self.journal.get("live_realised", 0.0))
+            return self.config.capital.live_capital + realised + sum(
+                p.qty * ((self.last_price(s) or p.entry_price) - p.entry_price)
+                for s, p in self.positions.items() if p.is_open)
+        return self.config.capital.paper_balance
+
+    def _update_equity(self) -> None:
+        equity = self._equity_now()
+        start = self.config.capital.paper_balance if self.mode != TradingMode.LIVE else self.config.capital.live_capital
+        breached = self.risk.observe_equity(equity)
+        self.journal.put("equity_peak", self.risk.equity_peak)
+        t = self.telemetry
+        t.equity, t.pnl, t.drawdown_pct = equity, equity - start, self.risk.drawdown_pct
+        t.open_positions = sum(1 for p in self.positions.values() if p.is_open)
+        t.counters = dict(self.counters)
+        self.metrics.equity.set(equity)
+        self.metrics.pnl.set(t.pnl)
+        self.metrics.drawdown.set(self.risk.drawdown_pct / 100.0)
+        self.metrics.open_positions.set(t.open_positions)
+        if breached and self.kill.bot_trip == KillMode.OFF:
+            self._trip(KillMode.HALT_ALL, f"drawdown {self.risk.drawdown_pct:.2f} % reached risk.maxDrawdownPct "
+                                          f"{self.config.risk.max_drawdown_pct:g}")
