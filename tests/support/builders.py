@@ -26,7 +26,8 @@ def make_runtime(namespace: str = "ns", bot: str = "bot", *, strategy: str = "mo
     if mode == "live":
         gate = {"gate_replay_hash": "r1", "gate_consensus_hash": "c1",
                 "gate_hash": compute_gate_hash(config_hash, "r1", "c1")}
-    return RuntimeConfig(namespace=namespace, bot=bot, bot_uid=f"uid-{namespace}-{bot}", config_hash=config_hash,
+    fields.setdefault("bot_uid", f"uid-{namespace}-{bot}")
+    return RuntimeConfig(namespace=namespace, bot=bot, config_hash=config_hash,
                          requested_mode=mode, effective_mode=mode, strategy=strat, exchange=exchange, risk=limits,
                          capital={"paper_balance": paper_balance, "live_capital": live_capital}, **gate, **fields)
 

@@ -10,6 +10,8 @@ Kinds:
 - ``503``: refuse with HTTP 503 and Binance's -1001 "internal error" body; nothing is executed;
 - ``slow`` (alias ``timeout``): wait ``delay`` seconds, then execute and answer; a client with a shorter
   timeout gives up first, while the request still takes effect, as a slow venue does;
+- ``stall``: execute at once, then wait ``delay`` seconds before answering: the order exists while the
+  client is still waiting, which is where a process that dies mid-order leaves its journal;
 - ``drop``: execute the request, then close the connection without an answer: the order exists but the
   client sees a connection error. This is the case that makes naive retries send duplicate orders.
 """
@@ -26,6 +28,7 @@ class FaultKind(enum.StrEnum):
     HTTP_429 = "429"
     HTTP_503 = "503"
     SLOW = "slow"
+    STALL = "stall"
     DROP = "drop"
 
     @classmethod

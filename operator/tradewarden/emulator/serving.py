@@ -150,6 +150,8 @@ class Venue:
         if fault is not None and fault.kind is FaultKind.DROP:
             log.info("fault: dropping the response to %s %s after executing it", method, path)
             return None
+        if fault is not None and fault.kind is FaultKind.STALL:
+            self.stopping.wait(fault.delay)
         return response
 
     def request_counts(self) -> dict[str, int]:

@@ -225,6 +225,8 @@ class Heartbeat(threading.Thread):
         self.report, self.contact, self.grace = report, contact, grace
         self.on_reachability, self.stop_event, self.period = on_reachability, stop, period
         self._wake = threading.Event()
+        self._lease_lock = threading.Lock()
+        self._lease: Any = None
         self.renewals = 0
         self.last_renewed: dt.datetime | None = None
 
@@ -232,19 +234,35 @@ class Heartbeat(threading.Thread):
         self._wake.set()
 
     def renew(self) -> bool:
+        """Write the report into the Lease with an update (the Role grants get and update, not patch).
+
+        The last written object is kept, so a renewal is one round trip; a conflict (someone else wrote
+        the Lease) costs one fresh read.
+        """
         now = dt.datetime.now(dt.UTC)
         annotations = self.report()
-        body = {
-            "metadata": {"annotations": annotations},
-            "spec": {"holderIdentity": self.identity, "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                     "leaseDurationSeconds": int(self.grace())},
-        }
-        try:
-            # A merge patch, so the operator's labels and ownerReferences are left alone.
-            self.coord.patch_namespaced_lease(self.lease, self.namespace, body)
-        except TRANSIENT as exc:
-            log.warning("lease renewal failed: %s", _short(exc))
-            return False
+        with self._lease_lock:
+            for attempt in range(2):
+                try:
+                    if self._lease is None or attempt > 0:
+                        self._lease = self.coord.read_namespaced_lease(self.lease, self.namespace)
+                    lease = self._lease
+                    lease.metadata.annotations = {**(lease.metadata.annotations or {}), **annotations}
+                    lease.spec.holder_identity = self.identity
+                    lease.spec.renew_time = now
+                    lease.spec.lease_duration_seconds = int(self.grace())
+                    self._lease = self.coord.replace_namespaced_lease(self.lease, self.namespace, lease)
+                    break
+                except ApiException as exc:
+                    self._lease = None
+                    if exc.status == 409 and attempt == 0:
+                        continue
+                    log.warning("lease renewal failed: %s", _short(exc))
+                    return False
+                except (HTTPError, OSError) as exc:
+                    self._lease = None
+                    log.warning("lease renewal failed: %s", _short(exc))
+                    return False
         self.contact.ok()
         self.renewals += 1
         self.last_renewed = now
