@@ -24,6 +24,8 @@ import random
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
+from tradewarden.api.market import Candle
+
 BAR_MS = 60_000
 """Length of the emulator's base bar. Longer intervals are aggregated from these."""
 
@@ -261,3 +263,17 @@ class Series:
             trades=trades,
             regime=self._regime,
         )
+
+
+def recorded_candles(symbol: str, n: int, seed: int = 42, start_ms: int = 1_704_067_200_000) -> list[Candle]:
+    """``n`` one-minute bars of a default market as the runner would have recorded them.
+
+    Used by the benchmarks and the replay tests: the same arguments give the same bars, bit for bit.
+    """
+    spec = next((m for m in DEFAULT_MARKETS if m.symbol == symbol), None)
+    if spec is None:
+        known = ", ".join(m.symbol for m in DEFAULT_MARKETS)
+        raise ValueError(f"symbol: {symbol!r} is not an emulated market (known: {known})")
+    series = Series(spec, seed=seed, start_ms=start_ms)
+    return [Candle(b.open_ms, float(b.open), float(b.high), float(b.low), float(b.close), float(b.volume))
+            for b in series.bars(0, n)]
