@@ -101,6 +101,8 @@ class RuntimeConfig(WireModel):
     allowed_intent_sources: list[str] = Field(default_factory=lambda: ["strategy"])
     manual_lane: ManualLaneSpec = Field(default_factory=ManualLaneSpec)
     heartbeat_grace_seconds: int = 30
+    evidence_window_minutes: int = Field(default=240, description="Window the runner exports for replay.")
+    evidence_lag_minutes: int = Field(default=2, description="How far the exported window ends behind now.")
 
     def live_permitted(self) -> bool:
         """Whether this config really permits live orders: live, with a gate hash bound to this config."""

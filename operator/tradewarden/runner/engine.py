@@ -276,6 +276,10 @@ class Engine:
         self._manual_lane()
         self._flatten_if_needed()
         self._update_equity()
+        if processed and self.last_bar:
+            # One equity sample per tick that saw new bars, stamped with the newest bar: replay starts from it.
+            t = self.telemetry
+            self.journal.add_equity(max(self.last_bar.values()), t.equity, t.pnl, t.drawdown_pct)
         return processed
 
     def _process_symbol(self, symbol: str, strategy: SafeStrategy, timeframe: str) -> int:

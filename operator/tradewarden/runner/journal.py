@@ -223,6 +223,12 @@ class Journal:
             db.execute("INSERT OR REPLACE INTO equity (t, equity, pnl, drawdown_pct) VALUES (?, ?, ?, ?)",
                        (t, equity, pnl, drawdown_pct))
 
+    def equity_before(self, t: int) -> float | None:
+        """The last equity sample taken before ``t`` (ms), if any."""
+        with self._lock:
+            row = self._db.execute("SELECT equity FROM equity WHERE t < ? ORDER BY t DESC LIMIT 1", (t,)).fetchone()
+        return None if row is None else float(row[0])
+
     # ---- retention ------------------------------------------------------------------------------
 
     def prune(self, older_than_ms: int, keep_orders: bool = True) -> int:

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
 from tradewarden.api.base import GROUP, VERSION
+from tradewarden.api.evidence import EVIDENCE_KEY
 from tradewarden.api.killswitch import KillSwitch
 from tradewarden.api.runtime import (
     ANN_APPLIED_HASH,
@@ -293,3 +294,18 @@ def _short(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {exc.reason}"
     return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def upload_evidence(api: client.ApiClient, namespace: str, name: str, encoded: str) -> bool:
+    """Write the encoded export into the evidence ConfigMap the operator created (get + update only)."""
+    core = client.CoreV1Api(api)
+    try:
+        cm = core.read_namespaced_config_map(name, namespace)
+        if (cm.binary_data or {}).get(EVIDENCE_KEY) == encoded:
+            return True
+        cm.binary_data = {**(cm.binary_data or {}), EVIDENCE_KEY: encoded}
+        core.replace_namespaced_config_map(name, namespace, cm)
+    except TRANSIENT as exc:
+        log.warning("evidence export not written to %s: %s", name, _short(exc))
+        return False
+    return True

@@ -20,13 +20,22 @@ from typing import Any
 
 from kubernetes import client, config
 
+from tradewarden.api.evidence import evidence_configmap_name
 from tradewarden.api.market import FLAT
 from tradewarden.api.runtime import KillAck, RuntimeConfig, Telemetry, lease_name, runtime_configmap_name
 from tradewarden.api.tradingbot import KillMode, TradingMode
 from tradewarden.exchange import Broker, ExchangeClient, ExchangeError, NeedsHuman, PaperBroker
 from tradewarden.runner.engine import Engine
+from tradewarden.runner.evidence import build_export
 from tradewarden.runner.journal import Journal
-from tradewarden.runner.kube import ConfigWatcher, Contact, Heartbeat, KillSwitchWatcher, report_annotations
+from tradewarden.runner.kube import (
+    ConfigWatcher,
+    Contact,
+    Heartbeat,
+    KillSwitchWatcher,
+    report_annotations,
+    upload_evidence,
+)
 from tradewarden.runner.logs import REDACTOR, setup_logging
 from tradewarden.runner.metrics import RunnerMetrics, serve
 
@@ -186,6 +195,8 @@ class Runner:
         tick = self.args.tick_seconds or float(os.environ.get("TRADEWARDEN_TICK_SECONDS", "2"))
         next_log = time.monotonic()
         next_prune = time.monotonic()
+        evidence_every = float(os.environ.get("TRADEWARDEN_EVIDENCE_SECONDS", "30"))
+        next_evidence = time.monotonic() + evidence_every
         while not self.stop.is_set():
             with self._lock:
                 pending, self._pending = self._pending, None
@@ -204,6 +215,9 @@ class Runner:
             if now >= next_log:
                 self._heartbeat_log()
                 next_log = now + HEARTBEAT_LOG_SECONDS
+            if now >= next_evidence and self.engine.mode != TradingMode.SIGNALS:
+                self._export_evidence()
+                next_evidence = now + evidence_every
             if now >= next_prune:
                 cutoff = int((time.time() - JOURNAL_RETENTION_DAYS * 86400) * 1000)
                 self.journal.prune(cutoff)
@@ -213,6 +227,12 @@ class Runner:
         self.heartbeat.renew()
         self.journal.close()
         return 0
+
+    def _export_evidence(self) -> None:
+        assert self.engine is not None
+        export = build_export(self.engine)
+        if export is not None:
+            upload_evidence(self.api, self.namespace, evidence_configmap_name(self.name), export.encode())
 
     def _heartbeat_log(self) -> None:
         eng = self.engine
