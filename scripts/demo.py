@@ -1,0 +1,257 @@
+"""``make demo``: the whole product on one machine, in one command.
+
+Brings up the local control plane (or uses the current kubeconfig context with
+``TRADEWARDEN_CLUSTER=current``), installs the CRDs and the ``global`` KillSwitch, starts the exchange
+emulator and the operator as local processes, applies demo bots with placement ``external`` and starts
+their runners as local processes authenticated by each bot's own ServiceAccount token, then shows
+``kubectl get tb -w`` until Ctrl-C, when it stops everything it started.
+
+``--exit-when-ready`` returns as soon as every bot is Ready (used by the test of this script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from cluster import localcluster  # noqa: E402 - the control plane launcher lives beside its Go module
+
+NAMESPACE = "trading-demo"
+BIN = pathlib.Path(sys.executable).parent
+STATE = REPO / ".demo"
+
+DEMO_BOTS: list[dict[str, Any]] = [
+    {"name": "btc-signals", "config": "momentum-btc", "mode": "signals", "labels": {"team": "alpha"}},
+    {"name": "eth-paper", "config": "range-eth", "mode": "paper", "labels": {"team": "alpha"}},
+    {"name": "btc-paper-v2", "config": "momentum-v2-btc", "mode": "paper", "labels": {"team": "beta"}},
+]
+DEMO_CONFIGS: list[dict[str, Any]] = [
+    {"name": "momentum-btc", "strategy": "momentum", "instruments": ["BTC/USDT"]},
+    {"name": "range-eth", "strategy": "range", "instruments": ["ETH/USDT"]},
+    {"name": "momentum-v2-btc", "strategy": "momentum_v2", "instruments": ["BTC/USDT"]},
+]
+
+
+def step(msg: str) -> None:
+    print(f"\n==> {msg}", flush=True)
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.started_cluster = False
+        self.kubeconfig = ""
+        STATE.mkdir(exist_ok=True)
+
+    # ---- helpers -------------------------------------------------------------------------------------
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        proc = subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True,
+                              env=dict(os.environ, KUBECONFIG=self.kubeconfig), timeout=60)
+        if check and proc.returncode != 0:
+            raise SystemExit(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+        return proc.stdout
+
+    def apply(self, docs: list[dict[str, Any]], namespace: str | None = None) -> None:
+        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+        self.kubectl(*args, input=yaml.safe_dump_all(docs))
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (STATE / f"{name}.log").open("wb")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=dict(os.environ, **(env or {})))
+        self.procs.append((name, proc))
+        return proc
+
+    # ---- the steps -----------------------------------------------------------------------------------------
+
+    def cluster(self) -> None:
+        if os.environ.get("TRADEWARDEN_CLUSTER", "local") == "current":
+            self.kubeconfig = os.environ.get("KUBECONFIG", str(pathlib.Path.home() / ".kube" / "config"))
+            step(f"using the current kubeconfig context ({self.kubeconfig})")
+            return
+        state = localcluster.State.load(localcluster.DEFAULT_DIR)
+        self.started_cluster = not (state and localcluster.healthy(state))
+        step("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
+        self.kubeconfig = localcluster.up(localcluster.DEFAULT_DIR).kubeconfig
+
+    def install(self) -> None:
+        step("installing the CRDs and the global KillSwitch (mode off)")
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds"))
+        existing = self.kubectl("get", "killswitch", "global", "--ignore-not-found", "-o", "name")
+        if not existing.strip():
+            self.apply([{"apiVersion": "tradewarden.io/v1alpha1", "kind": "KillSwitch",
+                         "metadata": {"name": "global"}, "spec": {"mode": "off"}}])
+
+    def emulator(self) -> str:
+        step("starting the local exchange emulator (Binance spot REST dialect, seeded synthetic markets)")
+        proc = self.spawn("emulator", [str(BIN / "python"), "-m", "tradewarden.emulator", "--port", "0",
+                                       "--seed", "42", "--bar-seconds", str(self.args.bar_seconds)])
+        log = STATE / "emulator.log"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            text = log.read_text() if log.exists() else ""
+            if text.startswith("http"):
+                url = text.splitlines()[0].strip()
+                print(f"    emulator at {url}")
+                return url
+            if proc.poll() is not None:
+                raise SystemExit(f"the emulator exited; see {log}")
+            time.sleep(0.1)
+        raise SystemExit(f"the emulator did not start; see {log}")
+
+    def operator(self) -> None:
+        step("starting the operator (tradewarden operator)")
+        proc = self.spawn("operator", [str(BIN / "tradewarden"), "operator", "--metrics-port",
+                                       str(self.args.operator_metrics_port)], env={"KUBECONFIG": self.kubeconfig})
+        time.sleep(1.0)
+        if proc.poll() is not None:
+            raise SystemExit(f"the operator exited; see {STATE / 'operator.log'}")
+        print(f"    operator log: {STATE / 'operator.log'}, metrics: http://127.0.0.1:{self.args.operator_metrics_port}/metrics")
+
+    def bots(self, url: str) -> None:
+        step(f"creating namespace {NAMESPACE}, strategy configs and bots (placement external)")
+        self.kubectl("create", "namespace", NAMESPACE, check=False)
+        docs: list[dict[str, Any]] = []
+        for sc in DEMO_CONFIGS:
+            docs.append({"apiVersion": "tradewarden.io/v1alpha1", "kind": "StrategyConfig",
+                         "metadata": {"name": sc["name"]},
+                         "spec": {"strategy": sc["strategy"], "instruments": sc["instruments"], "timeframe": "1m"}})
+        for bot in DEMO_BOTS:
+            docs.append({"apiVersion": "tradewarden.io/v1alpha1", "kind": "TradingBot",
+                         "metadata": {"name": bot["name"], "labels": bot["labels"]},
+                         "spec": {"strategyConfigRef": bot["config"], "mode": bot["mode"], "placement": "external",
+                                  "exchange": {"id": "binance", "sandbox": False, "apiUrl": url}}})
+        self.apply(docs, NAMESPACE)
+
+    def runners(self) -> None:
+        step("starting one runner per bot, each with its own ServiceAccount token")
+        admin = yaml.safe_load(pathlib.Path(self.kubeconfig).read_text())
+        ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+        cluster = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])["cluster"]
+        for bot in DEMO_BOTS:
+            account = f"{bot['name']}-runner"
+            deadline = time.monotonic() + 60
+            while not self.kubectl("get", "sa", account, "-n", NAMESPACE, "--ignore-not-found", "-o", "name").strip():
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the operator did not create ServiceAccount {account}; "
+                                     f"see {STATE / 'operator.log'}")
+                time.sleep(0.5)
+            token = self.kubectl("create", "token", account, "-n", NAMESPACE, "--duration=24h").strip()
+            kubeconfig = STATE / f"{bot['name']}.kubeconfig"
+            kubeconfig.write_text(json.dumps({
+                "apiVersion": "v1", "kind": "Config", "current-context": "runner",
+                "clusters": [{"name": "c", "cluster": cluster}], "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": "runner", "context": {"cluster": "c", "user": account}}]}))
+            kubeconfig.chmod(0o600)
+            self.spawn(f"runner-{bot['name']}", [
+                str(BIN / "tradewarden"), "runner", "--bot", f"{NAMESPACE}/{bot['name']}", "--journal",
+                str(STATE / "journal"), "--metrics-port", "0", "--kubeconfig", str(kubeconfig)])
+            print(f"    runner {bot['name']} ({bot['mode']}), log: {STATE / ('runner-' + bot['name'] + '.log')}")
+
+    def wait_ready(self, timeout: float) -> None:
+        step("waiting for every bot to be Ready (kubectl get tb -n trading-demo)")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            items = json.loads(self.kubectl("get", "tb", "-n", NAMESPACE, "-o", "json"))["items"]
+            ready = [i["metadata"]["name"] for i in items
+                     if any(c["type"] == "Ready" and c["status"] == "True"
+                            for c in i.get("status", {}).get("conditions", []))]
+            if len(ready) == len(DEMO_BOTS):
+                print(self.kubectl("get", "tb", "-n", NAMESPACE))
+                return
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    raise SystemExit(f"{name} exited; see {STATE / (name + '.log')}")
+            time.sleep(1)
+        print(self.kubectl("get", "tb", "-n", NAMESPACE), file=sys.stderr)
+        raise SystemExit(f"not every bot became Ready within {timeout:.0f} s; logs are in {STATE}")
+
+    def next_steps(self) -> None:
+        k = f"KUBECONFIG={self.kubeconfig}"
+        print(f"""
+==> the demo is running. In another terminal, try:
+
+  export {k}
+  kubectl get tb,strat -n {NAMESPACE}                  # bots and strategy configs (printer columns)
+  kubectl describe tb eth-paper -n {NAMESPACE}         # conditions and Events tell the story
+  kubectl get lease -n {NAMESPACE}                     # runner heartbeats
+  kubectl patch killswitch global --type merge -p '{{"spec":{{"mode":"close_only","reason":"demo"}}}}'
+  kubectl get ks global                                # Matched / Acked
+  kubectl patch killswitch global --type merge -p '{{"spec":{{"mode":"off","reason":""}}}}'
+  kubectl patch strat range-eth -n {NAMESPACE} --type merge -p '{{"spec":{{"params":{{"oversold":25}}}}}}'
+  kubectl patch strat range-eth -n {NAMESPACE} --type merge -p '{{"spec":{{"params":{{"oversold":80}}}}}}'  # invalid
+
+Logs: {STATE}/*.log. Press Ctrl-C to stop everything the demo started.
+""", flush=True)
+
+    def watch(self) -> None:
+        proc = subprocess.Popen(["kubectl", "get", "tb", "-n", NAMESPACE, "-w"],
+                                env=dict(os.environ, KUBECONFIG=self.kubeconfig))
+        self.procs.append(("kubectl-watch", proc))
+        proc.wait()
+
+    def stop(self) -> None:
+        step("stopping the runners, the operator and the emulator")
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                print(f"    {name} did not stop in time; killed")
+        if self.started_cluster and not self.args.keep_cluster:
+            step("stopping the local control plane")
+            localcluster.down(localcluster.DEFAULT_DIR)
+        print("stopped.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exit-when-ready", action="store_true", help="Stop once every bot is Ready.")
+    parser.add_argument("--timeout", type=float, default=180, help="Seconds to wait for Ready.")
+    parser.add_argument("--bar-seconds", type=float, default=2.0, help="Real seconds per emulated 1-minute bar.")
+    parser.add_argument("--operator-metrics-port", type=int, default=18080)
+    parser.add_argument("--keep-cluster", action="store_true", help="Leave the control plane running at the end.")
+    args = parser.parse_args()
+    demo = Demo(args)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        demo.cluster()
+        demo.install()
+        url = demo.emulator()
+        demo.operator()
+        demo.bots(url)
+        demo.runners()
+        demo.wait_ready(args.timeout)
+        if args.exit_when_ready:
+            return 0
+        demo.next_steps()
+        demo.watch()
+    except KeyboardInterrupt:
+        print()
+    finally:
+        demo.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
