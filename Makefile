@@ -8,15 +8,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLUSTER := $(PY) tests/cluster/localcluster.py
+TOOLS := $(PY) tests/cluster/tools.py
 # TRADEWARDEN_CLUSTER=current targets the current kubeconfig context instead of the local control plane.
 TRADEWARDEN_CLUSTER ?= local
 export TRADEWARDEN_CLUSTER
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint crds crds-check test test-unit cluster-build cluster-up cluster-down demo bench lock clean
+.PHONY: help venv lint crds crds-check test test-unit cluster-build cluster-up cluster-down demo bench lock clean \
+	helm chart-lint e2e-kind
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> creating the virtualenv in $(VENV) and installing pinned dependencies"
@@ -53,10 +55,21 @@ cluster-down: $(STAMP) ## Stop the local control plane
 test: lint ## Lint, then every test (starts a local control plane for the session)
 	@echo "==> tests"
 	@if [ "$$TRADEWARDEN_CLUSTER" = local ]; then $(CLUSTER) build >/dev/null; fi
+	@$(TOOLS) helm >/dev/null
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Only the tests that need no cluster
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+helm: $(STAMP) ## Build (or reuse) helm from the Go module proxy, cached in ~/.cache/tradewarden/tools
+	@$(TOOLS) helm
+
+chart-lint: $(STAMP) ## helm lint charts/tradewarden with the default and the all-flags values
+	@HELM=$$($(TOOLS) helm) && $$HELM lint --strict charts/tradewarden \
+	  && $$HELM lint --strict charts/tradewarden -f tests/chart/values-all.yaml
+
+e2e-kind: $(STAMP) ## Needs Docker and kind: build the images, install the chart on kind, run a bot
+	@tests/e2e/kind.sh
 
 demo: $(STAMP) ## Bring up the control plane, the operator and example bots; Ctrl-C stops everything
 	@$(PY) scripts/demo.py
