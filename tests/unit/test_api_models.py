@@ -44,7 +44,9 @@ def test_schema_is_structural_and_described(crd: dict[str, Any]) -> None:
     version = crd["spec"]["versions"][0]
     root = version["schema"]["openAPIV3Schema"]
     text = json.dumps(root)
-    assert "$ref" not in text and '"title"' not in text and '"const"' not in text
+    assert "$ref" not in text
+    assert '"title"' not in text
+    assert '"const"' not in text
     for path, node in _walk(root, ""):
         if path.count(".") < 2 or path.endswith("[]") or path.endswith("{}"):
             continue  # the envelope and list/map items inherit their field's description
@@ -87,7 +89,8 @@ def test_defaults_are_safe() -> None:
     # The runbook seed's risk defaults.
     assert (spec.risk.entry_orders_per_minute, spec.risk.entry_orders_per_minute_per_symbol,
             spec.risk.exit_orders_per_minute, spec.risk.cancels_per_minute) == (30, 6, 120, 120)
-    assert spec.risk.max_drawdown_pct == 0 and spec.risk.max_entry_notional_per_window == 0
+    assert spec.risk.max_drawdown_pct == 0
+    assert spec.risk.max_entry_notional_per_window == 0
     assert spec.capital.live_steps == [100, 500, 1000, 2500]
 
 
@@ -95,7 +98,8 @@ def test_wire_names_are_camel_case_and_round_trip() -> None:
     spec = TradingBotSpec.model_validate({"strategyConfigRef": "x", "exchange": {"id": "binance"},
                                           "risk": {"maxDrawdownPct": 12.5}})
     wire = spec.to_wire()
-    assert wire["risk"]["maxDrawdownPct"] == 12.5 and "max_drawdown_pct" not in wire["risk"]
+    assert wire["risk"]["maxDrawdownPct"] == 12.5
+    assert "max_drawdown_pct" not in wire["risk"]
     assert TradingBotSpec.model_validate(wire) == spec
 
 
@@ -112,10 +116,12 @@ T1 = T0 + dt.timedelta(minutes=5)
 def test_condition_transition_time_moves_only_on_flip() -> None:
     conds = set_condition([], "Ready", False, "Pending", "waiting", 1, now=T0)
     same = set_condition(conds, "Ready", False, "StillPending", "still waiting", 2, now=T1)
-    assert same[0].last_transition_time == T0 and same[0].observed_generation == 2
+    assert same[0].last_transition_time == T0
+    assert same[0].observed_generation == 2
     assert same[0].reason == "StillPending"
     flipped = set_condition(same, "Ready", True, "Running", "ok", 2, now=T1)
-    assert flipped[0].last_transition_time == T1 and flipped[0].status == ConditionStatus.TRUE
+    assert flipped[0].last_transition_time == T1
+    assert flipped[0].status == ConditionStatus.TRUE
 
 
 def test_condition_helper_keeps_other_types_and_order() -> None:
@@ -124,7 +130,8 @@ def test_condition_helper_keeps_other_types_and_order() -> None:
     conds = set_condition(conds, "A", False, "Flip", "", 1, now=T1)
     assert [c.type for c in conds] == ["A", "B"]
     b = get_condition(conds, "B")
-    assert b is not None and b.last_transition_time == T0
+    assert b is not None
+    assert b.last_transition_time == T0
 
 
 def _ks(name: str, mode: str, **selector: Any) -> KillSwitch:
@@ -170,7 +177,8 @@ def _runtime(**params: Any) -> RuntimeConfig:
 
 def test_config_hash_binds_content_and_verify_detects_tampering() -> None:
     a, b = _runtime(fast=12), _runtime(fast=13)
-    assert a.config_hash != b.config_hash and a.config_hash == _runtime(fast=12).config_hash
+    assert a.config_hash != b.config_hash
+    assert a.config_hash == _runtime(fast=12).config_hash
     a.verify()
     forged = a.model_copy(update={"strategy": b.strategy})
     with pytest.raises(ValueError, match="configHash"):

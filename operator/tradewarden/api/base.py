@@ -38,7 +38,7 @@ class WireModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def Name(description: str, **kwargs: Any) -> Any:  # noqa: N802 - reads like a type in field declarations
+def Name(description: str, **kwargs: Any) -> Any:
     """A Kubernetes object name (DNS-1123 subdomain), bounded so CEL cost estimation stays small."""
     return Field(
         description=description,

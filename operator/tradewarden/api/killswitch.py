@@ -91,6 +91,10 @@ class KillSwitchStatus(WireModel):
                                     description="Matched bots whose runner has not acknowledged yet.")
     max_ack_latency_ms: float | None = Field(
         default=None, ge=0.0, description="Slowest acknowledgement after engagement, in milliseconds.")
+    fleet_equity_peak: float | None = Field(
+        default=None, ge=0.0,
+        description="Peak of the matched bots' aggregate equity, kept for the fleetDrawdownPct trigger. "
+                    "Reset when the set of matched bots changes or the switch is released.")
 
 
 class KillSwitch(WireModel):

@@ -1,0 +1,103 @@
+"""The watch cache: typed lookups over kopf's in-memory indices of every watched kind.
+
+Filled by the ``@kopf.index`` functions registered in :mod:`tradewarden.controller.handlers` (kopf
+updates an index from each watch event before any handler runs, and runs no handler until every
+index has its initial listing); read by the reconcilers, on the event loop only, since kopf mutates
+the indices there.
+
+Reconciling from the cache rather than with GETs is what makes the operator cheap: an idle fleet
+costs no requests at all, and a Lease renewal costs one in-memory comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tradewarden.controller.kube import Manifest
+
+#: Index ids; kopf passes each index to every handler as a keyword argument of this name.
+IDX_BOTS = "tw_bots"
+IDX_STRATEGYCONFIGS = "tw_strategyconfigs"
+IDX_KILLSWITCHES = "tw_killswitches"
+IDX_LEASES = "tw_leases"
+#: Owned objects, one index per kind, keyed by (namespace or "", name).
+IDX_OWNED: dict[str, str] = {
+    "ConfigMap": "tw_configmaps",
+    "ServiceAccount": "tw_serviceaccounts",
+    "Role": "tw_roles",
+    "RoleBinding": "tw_rolebindings",
+    "StatefulSet": "tw_statefulsets",
+    "ClusterRole": "tw_clusterroles",
+    "ClusterRoleBinding": "tw_clusterrolebindings",
+}
+
+
+def slim(body: Mapping[str, Any]) -> Manifest:
+    """A private copy of a watched object without ``managedFields`` (large, and never compared)."""
+    out: Manifest = {}
+    for key, value in body.items():
+        if key == "metadata":
+            out[key] = {k: _copy(v) for k, v in value.items() if k != "managedFields"}
+        else:
+            out[key] = _copy(value)
+    return out
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+class Cache:
+    """Read access to the indices. Empty (every lookup misses) until :meth:`attach` is called."""
+
+    def __init__(self) -> None:
+        self._indices: Mapping[str, Any] = {}
+
+    def attach(self, indices: Mapping[str, Any]) -> None:
+        """Keep kopf's index objects; kopf fills them in place for the life of the operator."""
+        self._indices = {k: v for k, v in indices.items() if k.startswith("tw_")}
+
+    def _one(self, index_id: str, key: Any) -> Manifest | None:
+        index = self._indices.get(index_id)
+        if index is None or key not in index:
+            return None
+        for value in index[key]:
+            found: Manifest = value
+            return found
+        return None
+
+    def _all(self, index_id: str) -> list[Manifest]:
+        index = self._indices.get(index_id)
+        if index is None:
+            return []
+        return [value for key in list(index) for value in index[key]]
+
+    def bot(self, namespace: str, name: str) -> Manifest | None:
+        return self._one(IDX_BOTS, (namespace, name))
+
+    def bots(self) -> list[Manifest]:
+        return self._all(IDX_BOTS)
+
+    def strategyconfig(self, namespace: str, name: str) -> Manifest | None:
+        return self._one(IDX_STRATEGYCONFIGS, (namespace, name))
+
+    def strategyconfigs(self) -> list[Manifest]:
+        return self._all(IDX_STRATEGYCONFIGS)
+
+    def killswitch(self, name: str) -> Manifest | None:
+        return self._one(IDX_KILLSWITCHES, name)
+
+    def killswitches(self) -> list[Manifest]:
+        return self._all(IDX_KILLSWITCHES)
+
+    def lease(self, namespace: str, bot: str) -> Manifest | None:
+        """The runner Lease of ``bot`` (found by its ``tradewarden.io/bot`` label)."""
+        return self._one(IDX_LEASES, (namespace, bot))
+
+    def owned(self, kind: str, namespace: str | None, name: str) -> Manifest | None:
+        return self._one(IDX_OWNED[kind], (namespace or "", name))

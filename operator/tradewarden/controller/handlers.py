@@ -1,0 +1,651 @@
+"""The kopf handlers (thin) and the reconcilers they trigger, one per kind.
+
+Registered by :func:`register`, which :mod:`tradewarden.controller.main` calls on a fresh
+``kopf.OperatorRegistry``. Every handler is an ``@kopf.on.event`` handler: kopf calls it for the initial
+listing (resume), for creations, updates and deletions alike, and stores nothing on the object (no
+diff-base annotation, no progress, no finalizer; the handlers return None, so no result lands in
+status either). A handler only names the objects to reconcile; the reconcile itself:
+
+1. reads the newest state from the watch cache and ``model_validate``\\s it,
+2. calls the pure builders and policies (:mod:`~.builders`, :mod:`~.status`, :mod:`~.gate`,
+   :mod:`~.switches`),
+3. applies only the owned objects whose owned fields differ (:mod:`~.diffs`),
+4. writes status with a JSON merge patch only when it changed, and records Events for transitions.
+
+What triggers what (all level-triggered: a reconcile recomputes everything it owns):
+
+* TradingBot: its own events; its runner Lease and owned objects (ConfigMap, ServiceAccount, Role,
+  RoleBinding, StatefulSet); a change of the StrategyConfig it references; any KillSwitch change; a
+  re-check when its heartbeat or its promotion evidence goes stale; a resync every minute.
+* StrategyConfig: its own events, and bot events in its namespace (the count of bots using it).
+* KillSwitch: its own events, Lease events (acknowledgements, telemetry), bot label changes.
+* The fleet RBAC (the shared ClusterRoleBinding): bot creations and deletions, and its own events.
+  A deleted bot leaves nothing behind: the garbage collector removes its namespaced objects, and the
+  DELETED event prunes its subject from the binding without a finalizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import fnmatch
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from tradewarden.api.killswitch import KillSwitch
+from tradewarden.api.runtime import (
+    LABEL_BOT,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    canonical_json,
+    lease_name,
+    runner_account_name,
+    sha256_hex,
+)
+from tradewarden.api.strategyconfig import StrategyConfig
+from tradewarden.api.tradingbot import TradingBot
+from tradewarden.controller import kube as k
+from tradewarden.controller.builders import (
+    FLEET_RBAC_NAME,
+    OperatorDefaults,
+    build_bot_plan,
+    build_fleet_cluster_role,
+    build_fleet_cluster_role_binding,
+    keep_immutable_fields,
+)
+from tradewarden.controller.cache import (
+    IDX_BOTS,
+    IDX_KILLSWITCHES,
+    IDX_LEASES,
+    IDX_OWNED,
+    IDX_STRATEGYCONFIGS,
+    Cache,
+    slim,
+)
+from tradewarden.controller.diffs import needs_apply
+from tradewarden.controller.leases import NO_RUNNER, RunnerObservation, observe_lease
+from tradewarden.controller.metrics import Metrics
+from tradewarden.controller.status import (
+    EventSpec,
+    bot_events,
+    bot_status_patch,
+    compute_bot_status,
+    compute_strategyconfig_status,
+    config_source,
+    next_bot_check,
+    strategyconfig_events,
+    strategyconfig_status_patch,
+)
+from tradewarden.controller.switches import (
+    FleetBot,
+    compute_killswitch,
+    killswitch_events,
+    killswitch_status_patch,
+    matched_bots,
+)
+from tradewarden.controller.workqueue import WorkQueue
+
+logger = logging.getLogger(__name__)
+
+BotKey = tuple[str, str]
+FLEET_KEY = "fleet"
+
+#: How long after a write the cache may still show the object as it was before it (watch lag).
+WRITE_MEMORY_SECONDS = 10.0
+#: Lease events reach the KillSwitch reconcilers batched over this long: one reconcile per switch
+#: per half second covers any number of runner heartbeats, and acknowledgement latency is measured
+#: from the runners' own timestamps, so the batching does not distort it.
+LEASE_TO_SWITCH_DELAY = 0.5
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _fingerprint(value: Any) -> str:
+    return sha256_hex(canonical_json(value))
+
+
+def _rv(value: Any) -> int:
+    """A resourceVersion as a number: etcd revisions are, and ordering them is only ever used to
+    recognise a cache that lags our own write; anything unexpected compares as 'not newer'."""
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return -1
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The namespaces this operator watches: all (no patterns), or kopf-style globs (``!`` excludes)."""
+
+    patterns: tuple[str, ...] = ()
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.patterns
+
+    def covers(self, namespace: str) -> bool:
+        if self.clusterwide:
+            return True
+        included = [p for p in self.patterns if not p.startswith("!")]
+        excluded = [p[1:] for p in self.patterns if p.startswith("!")]
+        return any(fnmatch.fnmatchcase(namespace, p) for p in included) and \
+            not any(fnmatch.fnmatchcase(namespace, p) for p in excluded)
+
+    def sees_every_bot_of(self, selector_namespaces: Sequence[str]) -> bool:
+        """True when every bot a selector over ``selector_namespaces`` can match is in scope."""
+        if self.clusterwide:
+            return True
+        return bool(selector_namespaces) and all(self.covers(ns) for ns in selector_namespaces)
+
+
+class WriteMemory:
+    """What the operator wrote in the last few seconds, so a reconcile that runs before the watch
+    delivers our own write does not send the same write again (a harmless but noisy duplicate)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: dict[tuple[str, ...], tuple[str, int, float]] = {}
+
+    def cache_is_behind(self, key: tuple[str, ...], fingerprint: str, live_rv: Any) -> bool:
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        written, rv, at = entry
+        if self._clock() - at > WRITE_MEMORY_SECONDS:
+            del self._entries[key]
+            return False
+        return written == fingerprint and (live_rv is None or _rv(live_rv) < rv)
+
+    def record(self, key: tuple[str, ...], fingerprint: str, rv: Any) -> None:
+        self._entries[key] = (fingerprint, _rv(rv), self._clock())
+
+
+@dataclass
+class Write:
+    """One write decided on the event loop and carried out in a worker thread."""
+
+    action: str  # apply, create, delete, status, spec
+    key: tuple[str, ...]
+    fingerprint: str
+    manifest: k.Manifest = field(default_factory=dict)
+    ref: k.ResourceRef | None = None
+    namespace: str | None = None
+    name: str = ""
+    uid: str | None = None
+
+
+@dataclass
+class Outcome:
+    """The writes of one reconcile and the Events to record once its status write succeeded."""
+
+    involved: k.Manifest
+    writes: list[Write] = field(default_factory=list)
+    events: list[EventSpec] = field(default_factory=list)
+    skipped: bool = False  # something was left unwritten because the cache lags our own write
+
+
+class Controller:
+    """The operator's state: the watch cache, the API client, one work queue per kind."""
+
+    def __init__(self, kube: k.Kube, defaults: OperatorDefaults, metrics: Metrics, cache: Cache | None = None,
+                 clock: Callable[[], dt.datetime] = utcnow, concurrency: int = 4,
+                 scope: Scope | None = None) -> None:
+        self.kube = kube
+        self.scope = scope or Scope()
+        self.defaults = defaults
+        self.metrics = metrics
+        self.cache = cache or Cache()
+        self.clock = clock
+        self.indexed = asyncio.Event()
+        limit = asyncio.Semaphore(concurrency)
+        observe = metrics.observe_reconcile
+        self.bots: WorkQueue[BotKey] = WorkQueue("TradingBot", self.reconcile_bot, limit, observe)
+        self.configs: WorkQueue[BotKey] = WorkQueue("StrategyConfig", self.reconcile_strategyconfig, limit, observe)
+        self.switches: WorkQueue[str] = WorkQueue("KillSwitch", self.reconcile_killswitch, limit, observe)
+        self.fleet: WorkQueue[str] = WorkQueue("FleetRBAC", self.reconcile_fleet, limit, observe)
+        self._memory = WriteMemory()
+        self._observations: dict[tuple[str, str], RunnerObservation] = {}
+        self._sc_fanout: dict[BotKey, str] = {}
+        self._ks_fanout: dict[str, int] = {}
+        self._bot_seen: dict[BotKey, tuple[str, str]] = {}
+
+    # ------------------------------------------------------------------------------ triggers (event loop)
+
+    def mark_indexed(self) -> None:
+        """kopf runs no handler before every index has its initial listing: the cache is complete."""
+        self.indexed.set()
+
+    def bot_event(self, namespace: str, name: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key = (namespace, name)
+        self.fleet.trigger(FLEET_KEY)
+        spec = body.get("spec") or {}
+        seen = (str(spec.get("strategyConfigRef", "")), canonical_json((body.get("metadata") or {}).get("labels")))
+        if event_type == "DELETED":
+            self._bot_seen.pop(key, None)
+            self._trigger_configs_in(namespace)
+            self._trigger_all_switches()
+            return
+        # The StrategyConfigs (bot counts) and KillSwitches (matched bots) care only about a bot's
+        # existence, reference and labels, not about its status: skip them for status-only events.
+        if self._bot_seen.get(key) != seen:
+            self._bot_seen[key] = seen
+            self._trigger_configs_in(namespace)
+            self._trigger_all_switches()
+        self.bots.trigger(key)
+
+    def lease_event(self, namespace: str, bot: str) -> None:
+        self.bots.trigger((namespace, bot))
+        for ks in self.cache.killswitches():
+            self.switches.trigger_after(str(ks["metadata"]["name"]), LEASE_TO_SWITCH_DELAY)
+
+    def _trigger_configs_in(self, namespace: str) -> None:
+        for sc in self.cache.strategyconfigs():
+            meta = sc.get("metadata") or {}
+            if meta.get("namespace") == namespace:
+                self.configs.trigger((namespace, str(meta.get("name"))))
+
+    def _trigger_all_switches(self) -> None:
+        for ks in self.cache.killswitches():
+            self.switches.trigger(str(ks["metadata"]["name"]))
+
+    def _trigger_all_bots(self) -> None:
+        for key in self._bot_keys():
+            self.bots.trigger(key)
+
+    def _bot_keys(self) -> list[BotKey]:
+        return [(str(b["metadata"].get("namespace", "")), str(b["metadata"]["name"])) for b in self.cache.bots()]
+
+    def resync_all(self) -> None:
+        """Re-check everything: the safety net under the event-driven triggers. Writes nothing when
+        nothing drifted, so it costs CPU only."""
+        self._trigger_all_bots()
+        for sc in self.cache.strategyconfigs():
+            self.configs.trigger((str(sc["metadata"].get("namespace", "")), str(sc["metadata"]["name"])))
+        self._trigger_all_switches()
+        self.fleet.trigger(FLEET_KEY)
+
+    async def resync_forever(self, period: float) -> None:
+        await self.indexed.wait()
+        while True:
+            await asyncio.sleep(period)
+            self.resync_all()
+
+    # ------------------------------------------------------------------------------ shared helpers
+
+    def _observe(self, namespace: str, bot: str) -> RunnerObservation:
+        lease = self.cache.lease(namespace, bot)
+        if lease is None:
+            return NO_RUNNER
+        meta = lease.get("metadata") or {}
+        key = (str(meta.get("uid", "")), str(meta.get("resourceVersion", "")))
+        found = self._observations.get(key)
+        if found is None:
+            if len(self._observations) > 10_000:
+                self._observations.clear()
+            found = self._observations[key] = observe_lease(lease)
+            if found.problems:
+                logger.warning("Lease %s/%s: %s", namespace, meta.get("name"), "; ".join(found.problems))
+        return found
+
+    def _killswitch_models(self) -> list[KillSwitch]:
+        out: list[KillSwitch] = []
+        for body in self.cache.killswitches():
+            try:
+                out.append(KillSwitch.model_validate(body))
+            except ValidationError as exc:
+                logger.error("KillSwitch %s does not parse, ignored: %s", body.get("metadata", {}).get("name"), exc)
+        return out
+
+    def _plan_apply(self, out: Outcome, desired: k.Manifest, live: k.Manifest | None) -> None:
+        meta = desired["metadata"]
+        key = (desired["kind"], meta.get("namespace") or "", meta["name"])
+        if not needs_apply(desired, live):
+            return
+        fp = _fingerprint(desired)
+        if self._memory.cache_is_behind(key, fp, (live or {}).get("metadata", {}).get("resourceVersion")):
+            out.skipped = True
+            return
+        out.writes.append(Write("apply", key, fp, manifest=desired))
+
+    def _plan_status(self, out: Outcome, ref: k.ResourceRef, body: Mapping[str, Any],
+                     patch: dict[str, Any] | None, events: Sequence[EventSpec]) -> None:
+        if patch is None:
+            return
+        meta = body["metadata"]
+        key = ("status", ref.kind, meta.get("namespace") or "", meta["name"])
+        fp = _fingerprint(patch)
+        if self._memory.cache_is_behind(key, fp, meta.get("resourceVersion")):
+            out.skipped = True
+            return
+        out.writes.append(Write("status", key, fp, manifest=patch, ref=ref, namespace=meta.get("namespace"),
+                                name=meta["name"]))
+        out.events.extend(events)
+
+    async def _execute(self, out: Outcome) -> None:
+        if out.writes:
+            await asyncio.to_thread(self._execute_sync, out)
+
+    def _execute_sync(self, out: Outcome) -> None:
+        """Carry out the writes in order (in a worker thread: the client is synchronous)."""
+        for w in out.writes:
+            result: k.Manifest | None = None
+            if w.action == "apply":
+                result = self.kube.apply(w.manifest)
+                logger.info("applied %s %s", w.key[0], "/".join(p for p in w.key[1:] if p))
+            elif w.action == "create":
+                try:
+                    result = self.kube.create(w.manifest)
+                    logger.info("created %s %s", w.key[0], "/".join(p for p in w.key[1:] if p))
+                except k.AlreadyExists:
+                    result = None  # another reconcile (or an earlier operator) made it: what we wanted
+            elif w.action == "delete" and w.ref is not None:
+                if self.kube.delete(w.ref, w.namespace, w.name, uid=w.uid):
+                    logger.info("deleted %s %s/%s", w.ref.kind, w.namespace, w.name)
+            elif w.action in ("status", "spec") and w.ref is not None:
+                result = self.kube.merge_patch(w.ref, w.namespace, w.name, w.manifest,
+                                               subresource="status" if w.action == "status" else None)
+            if result is not None:
+                self._memory.record(w.key, w.fingerprint, result.get("metadata", {}).get("resourceVersion"))
+        for event in out.events:
+            self.kube.post_event(out.involved, event.type, event.reason, event.message)
+
+    # ------------------------------------------------------------------------------ TradingBot
+
+    async def reconcile_bot(self, key: BotKey) -> float | None:
+        namespace, name = key
+        body = self.cache.bot(namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return None  # the garbage collector removes what the bot owned
+        try:
+            bot = TradingBot.model_validate(body)
+        except ValidationError as exc:
+            logger.error("TradingBot %s/%s does not parse; fix its spec: %s", namespace, name, exc)
+            return None
+        ref = bot.spec.strategy_config_ref
+        sc_body = self.cache.strategyconfig(namespace, ref)
+        sc: StrategyConfig | None = None
+        if sc_body is not None:
+            try:
+                sc = StrategyConfig.model_validate(sc_body)
+            except ValidationError as exc:
+                # Treated as missing: the bot says so, and its runner keeps the last good ConfigMap.
+                logger.error("StrategyConfig %s/%s does not parse; fix its spec: %s", namespace, ref, exc)
+        source = config_source(namespace, ref, sc)
+        runner = self._observe(namespace, name)
+        now = self.clock()
+        plan = build_bot_plan(bot, source.valid, self._killswitch_models(), runner, self.defaults, now)
+        status = compute_bot_status(bot, source, plan, runner, now)
+
+        out = Outcome(involved=body)
+        for desired in plan.objects:
+            meta = desired["metadata"]
+            live = self.cache.owned(desired["kind"], namespace, meta["name"])
+            if desired["kind"] == "StatefulSet":
+                desired = keep_immutable_fields(desired, live)
+            self._plan_apply(out, desired, live)
+        if self.cache.lease(namespace, name) is None:
+            lease_key = ("Lease", namespace, lease_name(name))
+            fp = _fingerprint(plan.lease)
+            if self._memory.cache_is_behind(lease_key, fp, None):
+                out.skipped = True
+            else:
+                out.writes.append(Write("create", lease_key, fp, manifest=plan.lease))
+        if plan.delete_statefulset:
+            sts = self.cache.owned("StatefulSet", namespace, runner_account_name(name))
+            if sts is not None and _owned_by(sts, bot.metadata.uid):
+                out.writes.append(Write("delete", ("StatefulSet", namespace, runner_account_name(name)), "",
+                                        ref=k.STATEFULSETS, namespace=namespace, name=runner_account_name(name),
+                                        uid=sts["metadata"].get("uid")))
+        patch = bot_status_patch(bot.status, status)
+        self._plan_status(out, k.TRADINGBOTS, body, patch, bot_events(bot.status, status) if patch else [])
+        await self._execute(out)
+
+        delay = next_bot_check(bot, plan, runner, now)
+        if out.skipped:
+            delay = min(delay or WRITE_MEMORY_SECONDS, WRITE_MEMORY_SECONDS) + 0.5
+        return delay
+
+    # ------------------------------------------------------------------------------ StrategyConfig
+
+    def _bots_referencing(self, namespace: str, name: str) -> list[str]:
+        names = []
+        for b in self.cache.bots():
+            meta = b.get("metadata") or {}
+            if meta.get("namespace") == namespace and not meta.get("deletionTimestamp") and \
+                    (b.get("spec") or {}).get("strategyConfigRef") == name:
+                names.append(str(meta["name"]))
+        return sorted(names)
+
+    async def reconcile_strategyconfig(self, key: BotKey) -> float | None:
+        namespace, name = key
+        users = self._bots_referencing(namespace, name)
+        body = self.cache.strategyconfig(namespace, name)
+        if body is None:
+            # Gone: its bots must say so (ConfigValid=False) and keep their last ConfigMap.
+            self._sc_fanout.pop(key, None)
+            for bot in users:
+                self.bots.trigger((namespace, bot))
+            return None
+        try:
+            sc = StrategyConfig.model_validate(body)
+        except ValidationError as exc:
+            logger.error("StrategyConfig %s/%s does not parse; fix its spec: %s", namespace, name, exc)
+            return None
+        status = compute_strategyconfig_status(sc, users, self.clock())
+        out = Outcome(involved=body)
+        patch = strategyconfig_status_patch(sc.status, status)
+        self._plan_status(out, k.STRATEGYCONFIGS, body, patch,
+                          strategyconfig_events(sc.status, status) if patch else [])
+        await self._execute(out)
+        # Bots read the StrategyConfig's *recorded* status (validSpec). When that changed since the
+        # last fan-out (our own status write arrives as the next event), every user re-reconciles.
+        seen = _fingerprint({"valid": sc.status.valid_spec, "conditions": [c.to_wire() for c in sc.status.conditions],
+                             "strategy": sc.status.strategy.to_wire() if sc.status.strategy else None})
+        if self._sc_fanout.get(key) != seen:
+            self._sc_fanout[key] = seen
+            for bot in users:
+                self.bots.trigger((namespace, bot))
+        return WRITE_MEMORY_SECONDS + 0.5 if out.skipped else None
+
+    # ------------------------------------------------------------------------------ KillSwitch
+
+    def _fleet(self) -> list[FleetBot]:
+        fleet: list[FleetBot] = []
+        for b in self.cache.bots():
+            meta = b.get("metadata") or {}
+            if meta.get("deletionTimestamp"):
+                continue
+            namespace, name = str(meta.get("namespace", "")), str(meta["name"])
+            grace = ((b.get("spec") or {}).get("runner") or {}).get("heartbeatGraceSeconds", 30)
+            fleet.append(FleetBot(namespace, name, dict(meta.get("labels") or {}), int(grace),
+                                  self._observe(namespace, name)))
+        return fleet
+
+    async def reconcile_killswitch(self, name: str) -> float | None:
+        body = self.cache.killswitch(name)
+        if body is None:
+            self._ks_fanout.pop(name, None)
+            self._trigger_all_bots()  # a deleted switch no longer brakes anyone
+            return None
+        ks = KillSwitch.model_validate(body)
+        if self._ks_fanout.get(name) != ks.metadata.generation:
+            self._ks_fanout[name] = ks.metadata.generation
+            self._trigger_all_bots()
+        if not self.scope.sees_every_bot_of(ks.spec.selector.namespaces):
+            # A switch can match bots this operator does not watch: its status (and its triggers) are
+            # the business of an operator that sees them all. Two namespaced operators would otherwise
+            # take turns writing two different truths into one status.
+            return None
+        now = self.clock()
+        fleet = self._fleet()
+        plan = compute_killswitch(ks, fleet, now)
+        out = Outcome(involved=body)
+        if plan.engage is not None:
+            # The one spec the operator ever writes, and only to engage. The resourceVersion makes it
+            # conditional: if a human changed the switch meanwhile, the patch fails with a conflict and
+            # the next reconcile decides again on the newer spec.
+            logger.warning("KillSwitch %s: trigger fired, engaging %s: %s", name, plan.engage.value,
+                           plan.trigger_message)
+            out.writes.append(Write("spec", ("spec", "KillSwitch", "", name), "", ref=k.KILLSWITCHES, name=name,
+                                    manifest={"metadata": {"resourceVersion": ks.metadata.resource_version},
+                                              "spec": {"mode": plan.engage.value}}))
+            out.events.append(EventSpec("Warning", "KillSwitchTriggered",
+                                        f"engaging {plan.engage.value}: {plan.trigger_message}"))
+        patch = killswitch_status_patch(ks.status, plan.status)
+        self._plan_status(out, k.KILLSWITCHES, body, patch,
+                          killswitch_events(ks.status, plan.status, ks.spec.mode) if patch else [])
+        await self._execute(out)
+        return self._next_switch_check(ks, fleet, now, out.skipped)
+
+    def _next_switch_check(self, ks: KillSwitch, fleet: Sequence[FleetBot], now: dt.datetime,
+                           skipped: bool) -> float | None:
+        """When a fresh heartbeat of a matched runner would go stale (the lost-runner trigger)."""
+        delays: list[float] = [WRITE_MEMORY_SECONDS + 0.5] if skipped else []
+        trigger = ks.spec.trigger
+        if trigger is not None and trigger.max_runners_without_heartbeat is not None:
+            for bot in matched_bots(ks, fleet):
+                renew = bot.runner.renew_time
+                if renew is not None and bot.runner.heartbeat_fresh(now, bot.heartbeat_grace_seconds):
+                    delays.append((renew - now).total_seconds() + bot.heartbeat_grace_seconds + 0.5)
+        return min(delays) if delays else None
+
+    # ------------------------------------------------------------------------------ fleet RBAC
+
+    async def reconcile_fleet(self, _key: str) -> float | None:
+        bots = []
+        for b in self.cache.bots():
+            meta = b.get("metadata") or {}
+            if not meta.get("deletionTimestamp"):
+                bots.append((str(meta.get("namespace", "")), str(meta["name"])))
+        live = self.cache.owned("ClusterRoleBinding", None, FLEET_RBAC_NAME) or {}
+        # Subjects of namespaces outside this operator's scope belong to whoever watches them.
+        foreign = [s for s in live.get("subjects") or [] if not self.scope.covers(str(s.get("namespace", "")))]
+        out = Outcome(involved={})
+        wanted = [build_fleet_cluster_role_binding(bots, foreign)]
+        if self.defaults.manage_runner_cluster_role:
+            wanted.insert(0, build_fleet_cluster_role())
+        for desired in wanted:
+            self._plan_apply(out, desired, self.cache.owned(desired["kind"], None, FLEET_RBAC_NAME))
+        await self._execute(out)
+        return WRITE_MEMORY_SECONDS + 0.5 if out.skipped else None
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+# ---------------------------------------------------------------------------------------- registration
+
+
+MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
+#: Owned kinds: (kind, kopf resource selector args, namespaced).
+OWNED_RESOURCES: tuple[tuple[str, tuple[str, str] | tuple[str, str, str], bool], ...] = (
+    ("ConfigMap", ("v1", "configmaps"), True),
+    ("ServiceAccount", ("v1", "serviceaccounts"), True),
+    ("Role", ("rbac.authorization.k8s.io", "v1", "roles"), True),
+    ("RoleBinding", ("rbac.authorization.k8s.io", "v1", "rolebindings"), True),
+    ("StatefulSet", ("apps", "v1", "statefulsets"), True),
+    ("ClusterRole", ("rbac.authorization.k8s.io", "v1", "clusterroles"), False),
+    ("ClusterRoleBinding", ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"), False),
+)
+LEASES: tuple[str, str, str] = ("coordination.k8s.io", "v1", "leases")
+TRADINGBOTS: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "tradingbots")
+STRATEGYCONFIGS: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "strategyconfigs")
+KILLSWITCHES: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "killswitches")
+
+
+def register(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, ctl: Controller) -> None:
+    """Register every index and handler on ``registry`` and the server-side watch filters on ``settings``."""
+    # Server-side label selectors: the operator never even receives ConfigMaps, Roles, ... that are
+    # not its own, nor Leases of anything but runners.
+    for _kind, selector, namespaced in OWNED_RESOURCES:
+        if namespaced:
+            settings.watching.label_selectors[selector] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        else:
+            # The shared ClusterRole may come from the chart with the chart's labels: select it by name.
+            settings.watching.field_selectors[selector] = f"metadata.name={FLEET_RBAC_NAME}"
+    settings.watching.label_selectors[LEASES] = LABEL_BOT
+
+    @kopf.on.login(registry=registry)
+    def login(**kw: Any) -> kopf.ConnectionInfo | None:
+        # A registry of our own gets none of kopf's default login handlers: use the official client's
+        # configuration (in-cluster ServiceAccount, else $KUBECONFIG), as the API client does.
+        return kopf.login_via_client(**kw)
+
+    @kopf.on.startup(registry=registry)
+    async def attach_cache(**kw: Any) -> None:
+        # Startup handlers receive the (still empty) indices too: keep them; kopf fills them in place.
+        ctl.cache.attach(kw)
+
+    # ------------------------------------------------------------------ indices (the watch cache)
+
+    # kopf passes every handler a set of keyword arguments (body, name, namespace, labels, type, ...);
+    # each handler takes them all as **kwargs and picks what it needs.
+
+    @kopf.index(*TRADINGBOTS, id=IDX_BOTS, registry=registry)
+    def index_bots(**kw: Any) -> dict[Any, Any]:
+        return {(kw["namespace"], kw["name"]): slim(kw["body"])}
+
+    @kopf.index(*STRATEGYCONFIGS, id=IDX_STRATEGYCONFIGS, registry=registry)
+    def index_strategyconfigs(**kw: Any) -> dict[Any, Any]:
+        return {(kw["namespace"], kw["name"]): slim(kw["body"])}
+
+    @kopf.index(*KILLSWITCHES, id=IDX_KILLSWITCHES, registry=registry)
+    def index_killswitches(**kw: Any) -> dict[Any, Any]:
+        return {kw["name"]: slim(kw["body"])}
+
+    @kopf.index(*LEASES, id=IDX_LEASES, labels={LABEL_BOT: kopf.PRESENT}, registry=registry)
+    def index_leases(**kw: Any) -> dict[Any, Any]:
+        return {(kw["namespace"], kw["labels"][LABEL_BOT]): slim(kw["body"])}
+
+    def index_owned(**kw: Any) -> dict[Any, Any]:
+        return {(kw["namespace"] or "", kw["name"]): slim(kw["body"])}
+
+    for kind, selector, namespaced in OWNED_RESOURCES:
+        kopf.index(*selector, id=IDX_OWNED[kind], labels=MANAGED if namespaced else None,
+                   registry=registry)(index_owned)
+
+    # ------------------------------------------------------------------ handlers (triggers only)
+
+    @kopf.on.event(*TRADINGBOTS, registry=registry)
+    async def tradingbot_event(**kw: Any) -> None:
+        ctl.mark_indexed()
+        ctl.bot_event(kw["namespace"], kw["name"], kw.get("type"), kw["body"])
+
+    @kopf.on.event(*STRATEGYCONFIGS, registry=registry)
+    async def strategyconfig_event(**kw: Any) -> None:
+        ctl.mark_indexed()
+        ctl.configs.trigger((kw["namespace"], kw["name"]))
+
+    @kopf.on.event(*KILLSWITCHES, registry=registry)
+    async def killswitch_event(**kw: Any) -> None:
+        ctl.mark_indexed()
+        ctl.switches.trigger(kw["name"])
+
+    @kopf.on.event(*LEASES, labels={LABEL_BOT: kopf.PRESENT}, registry=registry)
+    async def lease_event(**kw: Any) -> None:
+        ctl.mark_indexed()
+        ctl.lease_event(kw["namespace"], kw["labels"][LABEL_BOT])
+
+    async def owned_event(**kw: Any) -> None:
+        ctl.mark_indexed()
+        namespace, name, labels = kw["namespace"], kw["name"], kw["labels"]
+        if namespace is None:
+            if name == FLEET_RBAC_NAME:
+                ctl.fleet.trigger(FLEET_KEY)
+        elif LABEL_BOT in labels:
+            ctl.bots.trigger((namespace, labels[LABEL_BOT]))
+
+    for kind, selector, namespaced in OWNED_RESOURCES:
+        kopf.on.event(*selector, id=f"owned_{kind.lower()}_event", labels=MANAGED if namespaced else None,
+                      registry=registry)(owned_event)
+
+

@@ -1,0 +1,120 @@
+"""Reading the runner's Lease: the only channel through which a runner reports (DESIGN.md, data flow).
+
+Pure functions, no I/O. Called by the reconcilers in :mod:`tradewarden.controller.handlers` with the
+Lease from the watch cache, and by the policies in :mod:`~tradewarden.controller.status` and
+:mod:`~tradewarden.controller.switches` through the :class:`RunnerObservation` they get.
+
+The runner is another process, possibly an older or newer version, possibly broken: nothing it writes is
+trusted to parse. A malformed annotation is recorded in ``problems`` and otherwise ignored, so a bad
+runner can make its own bot look unhealthy but can never crash the operator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from tradewarden.api.runtime import (
+    ANN_APPLIED_HASH,
+    ANN_KILL_ACKS,
+    ANN_KILL_MODE,
+    ANN_REJECTED,
+    ANN_TELEMETRY,
+    KillAck,
+    Telemetry,
+)
+from tradewarden.api.tradingbot import KillMode
+
+
+@dataclass(frozen=True)
+class RunnerObservation:
+    """What one runner has said through its Lease, parsed."""
+
+    lease_exists: bool = False
+    renew_time: dt.datetime | None = None
+    applied_hash: str = ""
+    kill_mode: str = ""
+    kill_acks: dict[str, KillAck] = field(default_factory=dict)
+    telemetry: Telemetry | None = None
+    rejected: str = ""
+    problems: tuple[str, ...] = ()
+
+    @property
+    def bot_trip(self) -> KillMode:
+        return self.telemetry.bot_trip if self.telemetry else KillMode.OFF
+
+    @property
+    def bot_trip_reason(self) -> str:
+        return self.telemetry.bot_trip_reason if self.telemetry else ""
+
+    def heartbeat_stale(self, now: dt.datetime, grace_seconds: int) -> bool:
+        """True when the runner renewed once but not within ``grace_seconds`` of ``now``."""
+        return self.renew_time is not None and (now - self.renew_time).total_seconds() > grace_seconds
+
+    def heartbeat_fresh(self, now: dt.datetime, grace_seconds: int) -> bool:
+        return self.renew_time is not None and (now - self.renew_time).total_seconds() <= grace_seconds
+
+
+NO_RUNNER = RunnerObservation()
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """An RFC 3339 time as the API server writes it (``...Z``, optionally with microseconds)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def observe_lease(lease: dict[str, Any] | None) -> RunnerObservation:
+    """Parse the runner's Lease ``<bot>-runner``; :data:`NO_RUNNER` when there is none."""
+    if lease is None:
+        return NO_RUNNER
+    meta = lease.get("metadata") or {}
+    annotations: dict[str, str] = meta.get("annotations") or {}
+    spec = lease.get("spec") or {}
+    problems: list[str] = []
+
+    telemetry: Telemetry | None = None
+    raw_telemetry = annotations.get(ANN_TELEMETRY)
+    if raw_telemetry:
+        try:
+            telemetry = Telemetry.model_validate_json(raw_telemetry)
+        except ValidationError as exc:
+            problems.append(f"annotation {ANN_TELEMETRY}: not valid telemetry ({_first_error(exc)})")
+
+    acks: dict[str, KillAck] = {}
+    raw_acks = annotations.get(ANN_KILL_ACKS)
+    if raw_acks:
+        try:
+            decoded = json.loads(raw_acks)
+            if not isinstance(decoded, dict):
+                raise ValueError("expected a JSON object keyed by KillSwitch name")
+            for name, value in decoded.items():
+                acks[str(name)] = KillAck.model_validate(value)
+        except (ValueError, ValidationError) as exc:
+            problems.append(f"annotation {ANN_KILL_ACKS}: {exc}")
+
+    return RunnerObservation(
+        lease_exists=True,
+        renew_time=parse_time(spec.get("renewTime")),
+        applied_hash=annotations.get(ANN_APPLIED_HASH, ""),
+        kill_mode=annotations.get(ANN_KILL_MODE, ""),
+        kill_acks=acks,
+        telemetry=telemetry,
+        rejected=annotations.get(ANN_REJECTED, ""),
+        problems=tuple(problems),
+    )
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(document)"
+    return f"{loc}: {err['msg']}"

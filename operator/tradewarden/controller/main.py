@@ -1,0 +1,162 @@
+"""Start the operator: kopf, the reconcilers, and the /healthz and /metrics endpoint.
+
+Called by ``tradewarden operator`` (:mod:`tradewarden.cli`) through :func:`run_operator`.
+
+One replica, standalone (kopf's peering is off). Why:
+
+* Peering would make kopf write to a KopfPeering object every minute, and the operator must write
+  nothing when nothing changes.
+* The work the operator does is idempotent and level-triggered, and the runners brake by themselves
+  (they watch the KillSwitches directly), so an operator that is down for the seconds a Deployment
+  needs to replace its pod loses nothing: the next one re-lists everything and converges.
+* Two active replicas would race on every status; leader election is what peering would buy, and a
+  single replica under a Deployment with ``strategy: Recreate`` gives the same guarantee for free.
+
+kopf is configured to write nothing to the objects it watches on its own: only ``@kopf.on.event``
+handlers and indices are registered (no diff-base annotation, no progress storage, no finalizers; kopf
+adds a finalizer for any timer or daemon, which is why the periodic re-check is our own task and not a
+``@kopf.timer``), handlers return None (kopf would store a result in status), and kopf's posting of
+log messages as Kubernetes Events is off. The operator's own Events are posted explicitly, one per
+transition, by :mod:`tradewarden.controller.kube`.
+
+Scope: cluster-wide, or the namespaces (kopf globs, ``!`` to exclude) given with ``--namespace``. A
+namespaced operator still sees every KillSwitch (they are cluster-scoped) and folds them into its bots,
+but writes a switch's status only when the switch's selector names namespaces it watches, and keeps the
+subjects of other namespaces in the shared ClusterRoleBinding: two namespaced operators never take
+turns rewriting one cluster-scoped object.
+
+Environment: ``TRADEWARDEN_RUNNER_IMAGE`` (default runner image when ``--runner-image`` is not given),
+``TRADEWARDEN_MANAGE_RUNNER_CLUSTERROLE=false`` (the chart installs the shared ClusterRole; the operator
+then leaves it to Helm), ``TRADEWARDEN_INSTANCE`` (appended to the user agent, to tell instances apart
+in an audit log), ``TRADEWARDEN_METRICS_HOST`` (bind address of /healthz and /metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+import kopf
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    gc_collector,
+    generate_latest,
+    platform_collector,
+    process_collector,
+)
+
+from tradewarden import __version__
+from tradewarden.controller.builders import OperatorDefaults
+from tradewarden.controller.cache import Cache
+from tradewarden.controller.handlers import Controller, Scope, register
+from tradewarden.controller.kube import Kube
+from tradewarden.controller.metrics import Metrics
+
+logger = logging.getLogger("tradewarden.operator")
+
+#: Every bot, config and switch is re-checked this often even without events (heartbeats going stale
+#: are re-checked at the exact moment by the work queue; this is the safety net under everything).
+RESYNC_SECONDS = 60.0
+
+DEFAULT_RUNNER_IMAGE = f"ghcr.io/tradewarden/runner:{__version__}"
+
+
+def build_settings(verbose: bool = False) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # Nothing of kopf's own reaches the API server as an Event; ours are posted explicitly.
+    settings.posting.enabled = False
+    settings.posting.loggers = False
+    settings.peering.standalone = True
+    # The handlers are async and do their blocking I/O in asyncio's default thread pool.
+    settings.execution.max_workers = 4
+    # kopf's per-handler "succeeded" lines would log every Lease renewal: keep them for --verbose.
+    if not verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    return settings
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # The official client and aiohttp are chatty at DEBUG and say nothing useful at INFO.
+    for noisy in ("urllib3", "kubernetes", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def serve_http(port: int, metrics: Metrics, ready: asyncio.Event, ctl: Controller) -> web.AppRunner:
+    """``/healthz`` (200 once kopf has started) and ``/metrics`` (Prometheus text format)."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        if not ready.is_set():
+            return web.Response(status=503, text="starting\n")
+        return web.Response(text="ok\n" if ctl.indexed.is_set() else "ok (waiting for the first object)\n")
+
+    async def metrics_endpoint(_request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    # All interfaces: in a pod the kubelet probes and Prometheus scrapes from outside the container.
+    site = web.TCPSite(runner, host=os.environ.get("TRADEWARDEN_METRICS_HOST", "0.0.0.0"), port=port)  # noqa: S104
+    await site.start()
+    logger.info("serving /healthz and /metrics on port %d", port)
+    return runner
+
+
+async def operate(args: argparse.Namespace) -> None:
+    namespaces: list[str] = list(getattr(args, "namespace", None) or [])
+    cache = Cache()
+    registry = CollectorRegistry()
+    process_collector.ProcessCollector(registry=registry)
+    platform_collector.PlatformCollector(registry=registry)
+    gc_collector.GCCollector(registry=registry)
+    metrics = Metrics(registry, cache)
+    kube = Kube.from_environment(on_write=metrics.count_write)
+    image = getattr(args, "runner_image", None) or os.environ.get("TRADEWARDEN_RUNNER_IMAGE") or DEFAULT_RUNNER_IMAGE
+    manage_role = os.environ.get("TRADEWARDEN_MANAGE_RUNNER_CLUSTERROLE", "true").lower() not in ("0", "false", "no")
+    ctl = Controller(kube, OperatorDefaults(runner_image=image, manage_runner_cluster_role=manage_role), metrics,
+                     cache=cache,
+                     scope=Scope(tuple(namespaces)))
+    settings = build_settings(bool(getattr(args, "verbose", False)))
+    kopf_registry = kopf.OperatorRegistry()
+    register(kopf_registry, settings, ctl)
+
+    ready = asyncio.Event()
+    http: web.AppRunner | None = None
+    port = int(getattr(args, "metrics_port", 0) or 0)
+    if port:
+        http = await serve_http(port, metrics, ready, ctl)
+    resync = asyncio.create_task(ctl.resync_forever(RESYNC_SECONDS), name="tradewarden resync")
+    logger.info("tradewarden operator %s starting (%s, runner image %s)", __version__,
+                f"namespaces {', '.join(namespaces)}" if namespaces else "cluster-wide", image)
+    try:
+        await kopf.operator(
+            registry=kopf_registry,
+            settings=settings,
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            ready_flag=ready,
+        )
+    finally:
+        resync.cancel()
+        if http is not None:
+            await http.cleanup()
+        logger.info("tradewarden operator stopped")
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    """Run until SIGINT or SIGTERM (kopf installs the signal handlers); return the exit code."""
+    configure_logging(bool(getattr(args, "verbose", False)))
+    asyncio.run(operate(args))
+    return 0
