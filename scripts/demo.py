@@ -208,7 +208,7 @@ Logs: {STATE}/*.log. Press Ctrl-C to stop everything the demo started.
 
     def stop(self) -> None:
         step("stopping the runners, the operator and the emulator")
-        for name, proc in reversed(self.procs):
+        for _name, proc in reversed(self.procs):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
