@@ -146,9 +146,20 @@ class BotEnv:
     """One bot's Kubernetes side, as the operator would build it, for a runner under test."""
 
     def __init__(self, cluster: Cluster, namespace: str, name: str, workdir: pathlib.Path,
-                 spec: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> None:
+                 spec: dict[str, Any] | None = None, labels: dict[str, str] | None = None,
+                 operator_managed: bool = False) -> None:
         self.cluster, self.namespace, self.name, self.workdir = cluster, namespace, name, workdir
         workdir.mkdir(parents=True, exist_ok=True)
+        self.runners: list[RunnerProcess] = []
+        self.proxy: TcpProxy | None = None
+        self.crb = ""
+        if operator_managed:
+            # A running operator owns the bot's objects: wait for the ServiceAccount it creates.
+            self.bot = TradingBot.model_validate(cluster.get_json("tb", name, "-n", namespace))
+            cluster.wait_for(lambda: cluster.kubectl("get", "sa", runner_account_name(name), "-n", namespace,
+                                                     check=False).returncode == 0,
+                             timeout=60, what=f"the operator to create {runner_account_name(name)}")
+            return
         body = {"apiVersion": "tradewarden.io/v1alpha1", "kind": "TradingBot",
                 "metadata": {"name": name, "labels": labels or {}},
                 "spec": spec or {"strategyConfigRef": "unused", "exchange": {"id": "binance"}, "mode": "paper"}}
@@ -167,8 +178,6 @@ class BotEnv:
                                    "name": builders.FLEET_RBAC_NAME},
                        "subjects": [{"kind": "ServiceAccount", "name": runner_account_name(name),
                                      "namespace": namespace}]})
-        self.runners: list[RunnerProcess] = []
-        self.proxy: TcpProxy | None = None
 
     @property
     def uid(self) -> str:
@@ -247,7 +256,8 @@ class BotEnv:
     def close(self) -> None:
         for runner in self.runners:
             runner.stop()
-        self.cluster.kubectl("delete", "clusterrolebinding", self.crb, "--ignore-not-found", check=False)
+        if self.crb:
+            self.cluster.kubectl("delete", "clusterrolebinding", self.crb, "--ignore-not-found", check=False)
 
 
 def secret_manifest(name: str, data: dict[str, str]) -> dict[str, Any]:
