@@ -1,7 +1,8 @@
 """The ``tradewarden`` command: one entry point for every process the product runs.
 
 ``tradewarden operator`` runs the kopf operator, ``tradewarden runner --bot NS/NAME`` one bot,
-``tradewarden emulator`` the local exchange emulator. Each subcommand imports its layer lazily, so the
+``tradewarden emulator`` the local exchange emulator, ``tradewarden replay`` the replay gate (the same as
+``python -m tradewarden.replay``). Each subcommand imports its layer lazily, so the
 runner never loads kopf and the operator never loads ccxt.
 """
 
@@ -12,6 +13,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["replay"]:
+        # Handed over before parsing: argparse's REMAINDER would not pass on options such as --input.
+        from tradewarden.replay.cli import main as replay_main
+
+        return replay_main(argv[1:])
     parser = argparse.ArgumentParser(prog="tradewarden", description="Run trading bots on Kubernetes, safely.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -32,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     em = sub.add_parser("emulator", help="Run the local exchange emulator.")
     em.add_argument("rest", nargs=argparse.REMAINDER)
 
+    rp = sub.add_parser("replay", add_help=False,
+                        help="Replay an EvidenceExport (stdin or --input FILE) and print the ReplayReport.")
+    rp.add_argument("rest", nargs=argparse.REMAINDER)
+
     args = parser.parse_args(argv)
     if args.command == "operator":
         from tradewarden.controller.main import run_operator
@@ -41,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         from tradewarden.runner.main import run_runner
 
         return run_runner(args)
+    if args.command == "replay":
+        from tradewarden.replay.cli import main as replay_main
+
+        return replay_main(args.rest)
     from tradewarden.emulator.__main__ import main as emulator_main
 
     return emulator_main(args.rest)

@@ -139,7 +139,8 @@ def test_flatten_ends_flat_then_holds_close_only(cluster: Cluster, namespace: st
     wait(lambda: (t := env.telemetry()) is not None and t.flat and t.open_positions == 0, timeout=20,
          what="the runner to report flat")
     rows = env.journal("SELECT side, reduce_only, status FROM orders WHERE intent_id LIKE 'flatten:%'")
-    assert rows and all(r == ("sell", 1, "closed") for r in rows)
+    assert rows
+    assert all(r == ("sell", 1, "closed") for r in rows)
     env.write_runtime(lane_runtime(env, emulator, [{"id": "open", **BUY}, {"id": "again", **BUY}]))
     wait(lambda: verdict(env, "again") is not None, what="the new entry judged")
     assert verdict(env, "again") == "kill_blocked"

@@ -51,7 +51,7 @@ from tradewarden.strategies.indicators import (
     spread,
 )
 
-BUILTIN_KEYS = ("eur_usd_5m_safe", "gold", "momentum", "momentum_v2", "range")
+BUILTIN_KEYS = ("eur_usd_5m_safe", "gold", "momentum", "momentum_v2", "range", "sma_cross")
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z, a midnight, so bar i of a 1m day opens at minute i
 MINUTE = 60_000
@@ -327,7 +327,7 @@ def test_spread_treats_rounding_noise_as_equal() -> None:
 # --- registry and metadata ------------------------------------------------------------------------
 
 
-def test_registry_lists_the_five_builtins_sorted_by_key() -> None:
+def test_registry_lists_the_builtins_sorted_by_key() -> None:
     assert [info.key for info in list_strategies()] == list(BUILTIN_KEYS)
 
 
@@ -373,7 +373,7 @@ def test_unknown_key_is_refused_with_the_known_keys() -> None:
     with pytest.raises(UnknownStrategyError) as caught:
         get_strategy("nope")
     assert str(caught.value) == (
-        "Invalid strategy key: nope (known: eur_usd_5m_safe, gold, momentum, momentum_v2, range)"
+        "Invalid strategy key: nope (known: eur_usd_5m_safe, gold, momentum, momentum_v2, range, sma_cross)"
     )
     # A ValueError, so that a pydantic validator that calls get_strategy reports it as a field error.
     assert isinstance(caught.value, ValueError)
@@ -527,7 +527,7 @@ def test_plugin_from_an_entry_point_is_registered_and_runs(monkeypatch: pytest.M
     assert get_strategy("test_plugin") is PLUGIN_INFO
     assert [info.key for info in list_strategies()] == sorted([*BUILTIN_KEYS, "test_plugin"])
     assert skipped_plugins() == {}
-    with pytest.raises(UnknownStrategyError, match=r"\(known: .*momentum_v2, range, test_plugin\)"):
+    with pytest.raises(UnknownStrategyError, match=r"\(known: .*momentum_v2, range, sma_cross, test_plugin\)"):
         get_strategy("nope")
 
     strategy = build_strategy("test_plugin", {"threshold": 2.0}, "BTC/USDT")

@@ -125,6 +125,12 @@ class EvidenceSummary(WireModel):
     max_drawdown_pct: float
     sharpe: float
     risk: dict[str, float] = Field(default_factory=dict, description="The bot's risk limits.")
+    promotion: dict[str, float] = Field(
+        default_factory=dict, description="The bot's promotion settings (minTrades, minPaperMinutes, "
+                                          "maxResiduals): built-in reviewers judge against them.")
+    config_hash: str = Field(default="", description="Config hash the replay ran with.")
+    replay_result_hash: str = Field(default="", description="result_hash of the replay judged: through it the "
+                                                            "votes are bound to the replay and the config.")
     evidence_hash: str = Field(description="Hash of this summary: votes are bound to it.")
 
     @staticmethod

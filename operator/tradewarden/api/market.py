@@ -9,6 +9,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+#: Share of the free cash one entry may spend; fees and rounding need the rest. The runner clamps entries
+#: to it and replay simulates the same clamp, so the two agree on which entries fill.
+ENTRY_CASH_HEADROOM = 0.999
+
 
 @dataclass(frozen=True, slots=True)
 class Candle:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tradewarden.api.market import (
+    ENTRY_CASH_HEADROOM,
     FLAT,
     Action,
     Candle,
@@ -389,6 +390,13 @@ class Engine:
             if isinstance(sized, Rejection):
                 return self._reject(intent, sized)
             amount = sized * (scale if intent.lane == Lane.MAIN else 1.0)
+            if isinstance(self.broker, PaperBroker):
+                # Never more than the free cash buys: a risk-sized order larger than the account is clamped,
+                # not refused (replay.simulation mirrors this with the same headroom).
+                free = self.broker.fetch_balance().get(self.config.capital.quote_currency)
+                cash = free.free if free is not None else 0.0
+                fill_price = price * (1 + self.broker.slippage)
+                amount = min(amount, cash * ENTRY_CASH_HEADROOM / (fill_price * (1 + self.broker.fee_rate)))
             if self.mode == TradingMode.LIVE:
                 cap = self.config.capital.live_capital - self._exposure()
                 amount = min(amount, max(cap, 0.0) / price)
@@ -587,6 +595,7 @@ class Engine:
         self.metrics.equity.set(equity)
         self.metrics.pnl.set(t.pnl)
         self.metrics.drawdown.set(self.risk.drawdown_pct / 100.0)
+        self.metrics.max_drawdown.set(self.config.risk.max_drawdown_pct / 100.0)
         self.metrics.open_positions.set(t.open_positions)
         if breached and self.kill.bot_trip == KillMode.OFF:
             self._trip(KillMode.HALT_ALL, f"drawdown {self.risk.drawdown_pct:.2f} % reached risk.maxDrawdownPct "

@@ -29,6 +29,10 @@ class RunnerMetrics:
         self.pnl = gauge("tradewarden_runner_pnl", "Profit and loss since start, quote currency.").labels(**labels)
         self.drawdown = gauge("tradewarden_runner_drawdown_ratio",
                               "Drawdown from the equity peak, as a ratio (0.05 = 5 %).").labels(**labels)
+        self.max_drawdown = gauge(
+            "tradewarden_runner_max_drawdown_ratio",
+            "The configured drawdown limit (risk.maxDrawdownPct / 100); reaching it trips a bot-scoped halt.",
+        ).labels(**labels)
         self.open_positions = gauge("tradewarden_runner_open_positions",
                                     "Symbols with an open position.").labels(**labels)
         self.heartbeat = gauge("tradewarden_runner_heartbeat_timestamp_seconds",

@@ -61,6 +61,50 @@ class Ema:
         return self.value
 
 
+class Sma:
+    """Simple moving average of the last ``period`` values (``None`` until ``period`` values were seen).
+
+    A running sum in a ring buffer, recomputed exactly with ``math.fsum`` once per turn of the ring, for
+    the reason given in ``RollingMeanStd``: a year of additions and subtractions must not drift.
+    """
+
+    __slots__ = ("_buf", "_count", "_pos", "_sum", "period", "value")
+
+    def __init__(self, period: int) -> None:
+        if period < 1:
+            raise ValueError(f"period: must be >= 1 (got {period})")
+        self.period = period
+        self.value: float | None = None
+        self._buf = [0.0] * period
+        self._pos = 0
+        self._count = 0
+        self._sum = 0.0
+
+    def update(self, x: float) -> float | None:
+        buf = self._buf
+        pos = self._pos
+        old = buf[pos]
+        buf[pos] = x
+        pos += 1
+        n = self.period
+        if pos == n:
+            pos = 0
+        self._pos = pos
+        if self._count < n:
+            self._count += 1
+            self._sum += x
+            if self._count < n:
+                return None
+        elif pos == 0:
+            # Once per full turn of the ring: exact recompute, see the class docstring.
+            self._sum = math.fsum(buf)
+        else:
+            self._sum += x - old
+        value = self._sum / n
+        self.value = value
+        return value
+
+
 class Wilder:
     """Wilder's running average (alpha = 1/period), seeded with the mean of the first ``period`` values.
 

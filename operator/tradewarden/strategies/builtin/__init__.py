@@ -12,6 +12,7 @@ from tradewarden.strategies.builtin import (
     momentum,
     momentum_v2,
     range_reversion,
+    sma_cross,
 )
 from tradewarden.strategies.registry import StrategyInfo
 
@@ -21,6 +22,7 @@ BUILTIN_STRATEGIES: tuple[StrategyInfo, ...] = (
     gold_breakout.INFO,
     range_reversion.INFO,
     eur_usd_5m_safe.INFO,
+    sma_cross.INFO,
 )
 
 __all__ = ["BUILTIN_STRATEGIES"]
