@@ -15,7 +15,7 @@ export TRADEWARDEN_CLUSTER
 PYTEST_ARGS ?=
 
 .PHONY: help venv lint crds crds-check test test-unit cluster-build cluster-up cluster-down demo bench lock clean \
-	helm chart-lint e2e-kind
+	helm prometheus chart-lint e2e-kind
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,13 +56,28 @@ test: lint ## Lint, then every test (starts a local control plane for the sessio
 	@echo "==> tests"
 	@if [ "$$TRADEWARDEN_CLUSTER" = local ]; then $(CLUSTER) build >/dev/null; fi
 	@$(TOOLS) helm >/dev/null
+	@$(MAKE) --no-print-directory prometheus
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP) ## Only the tests that need no cluster
+test-unit: $(STAMP) prometheus ## Only the tests that need no cluster
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 helm: $(STAMP) ## Build (or reuse) helm from the Go module proxy, cached in ~/.cache/tradewarden/tools
 	@$(TOOLS) helm
+
+# Debian's prometheus package: promtool for the metrics and alert-rule tests, prometheus for
+# tests/integration/test_prometheus.py. Its postinst asks invoke-rc.d to start the packaged service: in
+# containers /usr/sbin/policy-rc.d usually refuses (exit 101; so on our machines, without systemd), and
+# elsewhere a system prometheus may start on :9090. The tests never use it: they start their own on a
+# free loopback port with a temporary config and storage.
+prometheus: ## Install prometheus and promtool from Debian's packages (apt-get, as root) unless present
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then \
+	  echo "==> prometheus: $$(command -v prometheus) ($$(prometheus --version 2>&1 | head -n1))"; \
+	else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "==> prometheus: not installed; running: $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends prometheus"; \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
+	fi
 
 chart-lint: $(STAMP) ## helm lint charts/tradewarden with the default and the all-flags values
 	@HELM=$$($(TOOLS) helm) && $$HELM lint --strict charts/tradewarden \
