@@ -26,6 +26,8 @@ from tradewarden.controller.cache import Cache
 from tradewarden.controller.status import BOT_CONDITIONS
 
 PREFIX = "tradewarden_operator"
+#: The work queues' names (controller.handlers), the ``kind`` label of the reconcile metrics.
+RECONCILED_KINDS = ("TradingBot", "StrategyConfig", "KillSwitch", "FleetRBAC")
 
 
 class Metrics:
@@ -43,6 +45,10 @@ class Metrics:
         self.api_writes = Counter(
             f"{PREFIX}_api_writes", "Write requests sent to the API server, by verb and resource.",
             ["verb", "resource"], registry=registry)
+        # Every kind and result starts at 0, so rate() sees the first error after a restart too.
+        for kind in RECONCILED_KINDS:
+            for result in ("success", "retry", "error"):
+                self.reconciles.labels(kind=kind, result=result)
         if cache is not None:
             registry.register(CacheCollector(cache))
 
