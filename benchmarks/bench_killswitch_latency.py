@@ -18,6 +18,7 @@ period, plus the runner's file poll, uniform over 1 s. Run with ``make bench`` o
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import pathlib
 import random
@@ -33,6 +34,7 @@ from cluster import localcluster
 from support.builders import make_runtime
 from support.kube import Cluster, install_crds
 from support.runner import BotEnv, wait
+from tradewarden.api.runtime import ANN_KILL_ACKS
 
 SIZES = (1, 10, 50, 100)
 TRIALS = int(os.environ.get("KS_BENCH_TRIALS", "5"))
@@ -54,10 +56,18 @@ def cluster_for_bench(tmp: pathlib.Path) -> tuple[Cluster, pathlib.Path | None]:
     return Cluster(state.kubeconfig, owned=True), tmp / "cp"
 
 
-def ack_times(envs: list[BotEnv], name: str, generation: int) -> list[float] | None:
+def ack_times(coord: client.CoordinationV1Api, namespace: str, bots: list[str], name: str,
+              generation: int) -> list[float] | None:
+    """Every matched runner's ack time for ``generation`` of switch ``name``, or None while one is missing.
+
+    One list call for all Leases: polling them one by one would load the machine the runners share.
+    """
+    leases = {item.metadata.name: item for item in coord.list_namespaced_lease(namespace).items}
     out = []
-    for env in envs:
-        ack = env.acks().get(name)
+    for bot in bots:
+        lease = leases.get(f"{bot}-runner")
+        raw = ((lease.metadata.annotations or {}) if lease else {}).get(ANN_KILL_ACKS)
+        ack = json.loads(raw).get(name) if raw else None
         if not ack or int(ack["generation"]) < generation:
             return None
         out.append(dt.datetime.fromisoformat(ack["at"].replace("Z", "+00:00")).timestamp())
@@ -116,10 +126,12 @@ def test_killswitch_propagation_latency(tmp_path: pathlib.Path) -> None:
         wait(lambda: all(e.telemetry() is not None for e in envs), timeout=600, interval=2,
              what="every runner's first heartbeat")
         print(f"\n{len(envs)} runners up in {time.monotonic() - started:.0f} s")
-        api = client.CustomObjectsApi(config.new_client_from_config(config_file=cluster.kubeconfig))
+        api_client = config.new_client_from_config(config_file=cluster.kubeconfig)
+        api = client.CustomObjectsApi(api_client)
+        coord = client.CoordinationV1Api(api_client)
         rows: list[tuple[str, int, list[float]]] = []
         for n in SIZES:
-            matched = envs[:n]
+            matched = [e.name for e in envs[:n]]
             selector = {"namespaces": [ns], "botSelector": {"matchLabels": {f"in-{n}": "member"}}}
             body: dict[str, Any] = {"apiVersion": "tradewarden.io/v1alpha1", "kind": "KillSwitch",
                                     "metadata": {"name": switch}, "spec": {"mode": "off", "selector": selector}}
@@ -128,8 +140,8 @@ def test_killswitch_propagation_latency(tmp_path: pathlib.Path) -> None:
                 cluster.kubectl("delete", "ks", switch)
             created = api.create_cluster_custom_object("tradewarden.io", "v1alpha1", "killswitches", body)
             gen = int(created["metadata"]["generation"])
-            wait(lambda matched=matched, gen=gen: ack_times(matched, switch, gen) is not None, timeout=60, interval=0.2,
-                 what=f"{n} runners to see the switch")
+            wait(lambda matched=matched, gen=gen: ack_times(coord, ns, matched, switch, gen) is not None,
+                 timeout=60, interval=0.2, what=f"{n} runners to see the switch")
             latencies: list[float] = []
             for _ in range(TRIALS):
                 for mode in ("close_only", "off"):
@@ -137,9 +149,8 @@ def test_killswitch_propagation_latency(tmp_path: pathlib.Path) -> None:
                     out = api.patch_cluster_custom_object("tradewarden.io", "v1alpha1", "killswitches", switch,
                                                           {"spec": {"mode": mode}})
                     gen = int(out["metadata"]["generation"])
-                    times = wait(lambda matched=matched, gen=gen: ack_times(matched, switch, gen), timeout=60,
-                                 interval=0.05,
-                                 what=f"{n} acks of {mode}")
+                    times = wait(lambda matched=matched, gen=gen: ack_times(coord, ns, matched, switch, gen),
+                                 timeout=60, interval=0.05, what=f"{n} acks of {mode}")
                     if mode == "close_only":
                         latencies += [(t - sent) * 1000 for t in times]
                     time.sleep(0.5)
