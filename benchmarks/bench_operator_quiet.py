@@ -90,8 +90,9 @@ def run(bots: int, window: float, renew_every: float) -> dict[str, object]:
         cluster.apply([trading_bot(n) for n in names], namespace=ns)
 
         def configs() -> dict[str, str] | None:
-            items = json.loads(cluster.kubectl("get", "cm", "-n", ns, "-l", "tradewarden.io/bot", "-o",
-                                               "json").stdout)["items"]
+            items = json.loads(cluster.kubectl("get", "cm", "-n", ns, "-l",
+                                               "tradewarden.io/bot,app.kubernetes.io/component=runtime-config",
+                                               "-o", "json").stdout)["items"]
             found = {i["metadata"]["labels"]["tradewarden.io/bot"]: i["data"]["configHash"] for i in items}
             return found if len(found) == bots else None
 

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="Watch only this namespace (repeatable). Default: all namespaces.")
     op.add_argument("--metrics-port", type=int, default=8080, help="Port of /metrics and /healthz (0: off).")
     op.add_argument("--runner-image", default=None, help="Default runner image for placement cluster.")
+    op.add_argument("--reviewers", default=None, metavar="FILE",
+                    help="YAML list of external (language-model) reviewers for the promotion gate's consensus: "
+                         "name, url, model, timeoutSeconds, apiKeySecretRef {namespace, name, key}.")
     op.add_argument("--verbose", action="store_true")
 
     rn = sub.add_parser("runner", help="Run one bot.")

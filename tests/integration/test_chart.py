@@ -144,9 +144,40 @@ def test_no_rbac_rule_uses_a_wildcard(helm_bin: pathlib.Path) -> None:
 def test_operator_role_never_reads_secrets_by_default(helm_bin: pathlib.Path) -> None:
     for where, rule in rbac_rules(render(helm_bin)):
         assert "secrets" not in rule.get("resources", []), f"{where} grants secrets: {rule}"
-    creds = by_kind(render(helm_bin, *all_flags("trading-prod")), "Role")
+    roles = by_kind(render(helm_bin, *all_flags("trading-prod")), "Role")
+    creds = [r for r in roles if r["metadata"]["name"].endswith("-operator-credentials")]
     assert [r["metadata"]["namespace"] for r in creds] == ["trading-prod"]
     assert creds[0]["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert {r["metadata"]["name"] for r in roles} == {"tw-tradewarden-operator-credentials",
+                                                      "tw-tradewarden-operator-reviewers"}
+
+
+def test_reviewers_file_and_exactly_their_secrets(helm_bin: pathlib.Path) -> None:
+    """values.reviewers becomes the operator's --reviewers file, and `get` on exactly those Secrets."""
+    from tradewarden.controller.reviewers import parse_reviewers
+
+    assert not [d for d in render(helm_bin) if "reviewers" in d["metadata"]["name"]], "opt-in"
+    docs = render(helm_bin, *all_flags("tw-system"))
+    config = one(docs, "ConfigMap", "tw-tradewarden-reviewers")
+    reviewers = parse_reviewers(config["data"]["reviewers.yaml"])
+    assert [(r.name, r.model, r.timeout_seconds) for r in reviewers] == [("gpt-risk", "gpt-4o-mini", 20.0),
+                                                                          ("local-risk", "local-model", 30.0)]
+    assert [(r.api_key_secret_ref.namespace, r.api_key_secret_ref.name, r.api_key_secret_ref.key)
+            for r in reviewers if r.api_key_secret_ref] == [("tw-system", "openai-reviewer", "apiKey"),
+                                                            ("tw-system", "local-llm", "token")]
+    role = one(docs, "Role", "tw-tradewarden-operator-reviewers")
+    assert role["metadata"]["namespace"] == "tw-system"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                              "resourceNames": ["openai-reviewer", "local-llm"], "verbs": ["get"]}]
+    binding = one(docs, "RoleBinding", "tw-tradewarden-operator-reviewers")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    pod = one(docs, "Deployment")["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert "--reviewers=/etc/tradewarden/reviewers.yaml" in container["args"]
+    assert {"name": "reviewers", "mountPath": "/etc/tradewarden", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "reviewers", "configMap": {"name": "tw-tradewarden-reviewers"}} in pod["spec"]["volumes"]
+    assert "checksum/reviewers" in pod["metadata"]["annotations"]
 
 
 def test_sync_waves_order_crds_then_the_brake_then_the_rest(helm_bin: pathlib.Path) -> None:
@@ -263,7 +294,7 @@ def test_monitoring_objects_point_at_what_exists(helm_bin: pathlib.Path) -> None
     rules_file = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
     assert rule["spec"]["groups"] == rules_file["groups"]
 
-    dashboard = one(docs, "ConfigMap")
+    dashboard = one(docs, "ConfigMap", "tw-tradewarden-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["tradewarden.json"]) == \
         json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
@@ -386,6 +417,9 @@ def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
         ("patch", "killswitches.tradewarden.io/global"),
         ("list", "killswitches.tradewarden.io"),
         ("create", "configmaps", "-n", bots_ns),
+        # Held to grant each runner get+update on its own evidence ConfigMap (builders.runner_rules).
+        ("update", "configmaps", "-n", bots_ns),
+        ("get", "configmaps", "-n", bots_ns),
         ("create", "roles.rbac.authorization.k8s.io", "-n", bots_ns),
         ("update", "leases.coordination.k8s.io", "-n", bots_ns),
         ("patch", f"clusterrolebindings.rbac.authorization.k8s.io/{SHARED_RUNNER_ROLE}"),

@@ -118,7 +118,8 @@ def test_create_builds_exactly_the_owned_objects(cluster: Cluster, operator: Ope
     assert runtime.exchange.credentials_secret_ref is not None
     assert runtime.exchange.credentials_secret_ref.name == "alpha-keys"
 
-    for kind, name in (("configmap", "alpha-runtime"), ("serviceaccount", "alpha-runner"), ("role", "alpha-runner"),
+    for kind, name in (("configmap", "alpha-runtime"), ("configmap", "alpha-evidence"),
+                       ("serviceaccount", "alpha-runner"), ("role", "alpha-runner"),
                        ("rolebinding", "alpha-runner"), ("lease", "alpha-runner"), ("statefulset", "alpha-runner")):
         obj = until(operator, lambda k=kind, n=name: get(cluster, k, n, "-n", ns), f"{kind} {name}")
         refs = obj["metadata"]["ownerReferences"]
@@ -126,10 +127,11 @@ def test_create_builds_exactly_the_owned_objects(cluster: Cluster, operator: Ope
                          "uid": uid, "controller": True, "blockOwnerDeletion": True}], kind
         assert obj["metadata"]["labels"]["tradewarden.io/bot"] == "alpha"
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "tradewarden"
-        # Exactly one of each: nothing else carries this bot's label.
+        # Exactly one of each (two ConfigMaps: the runtime config and the evidence the runner exports
+        # into): nothing else carries this bot's label.
         listed = get(cluster, kind, "-n", ns, "-l", "tradewarden.io/bot=alpha")
         assert listed is not None
-        assert len(listed["items"]) == 1, kind
+        assert len(listed["items"]) == (2 if kind == "configmap" else 1), kind
 
     sts = get(cluster, "statefulset", "alpha-runner", "-n", ns)
     assert sts is not None

@@ -61,8 +61,9 @@ def test_idle_fleet_causes_zero_writes(cluster: Cluster, tmp_path_factory: pytes
         cluster.apply([trading_bot(n) for n in names], namespace=ns)
 
         def all_configured() -> dict[str, str] | None:
-            items = json.loads(cluster.kubectl("get", "cm", "-n", ns, "-l", "tradewarden.io/bot", "-o",
-                                               "json").stdout)["items"]
+            items = json.loads(cluster.kubectl("get", "cm", "-n", ns, "-l",
+                                               "tradewarden.io/bot,app.kubernetes.io/component=runtime-config",
+                                               "-o", "json").stdout)["items"]
             hashes = {i["metadata"]["labels"]["tradewarden.io/bot"]: i["data"]["configHash"] for i in items}
             return hashes if len(hashes) == BOTS else None
 

@@ -19,6 +19,7 @@ from tradewarden.controller.leases import RunnerObservation
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 DEFAULTS = OperatorDefaults(runner_image="tradewarden/runner:unit")
+CONFIG_HASH = "sha256:" + "c" * 64
 
 Mod = Callable[[dict[str, Any]], None]
 
@@ -88,3 +89,40 @@ def lease(annotations: dict[str, Any] | None = None,
     return {"metadata": {"name": "bot-runner", "annotations": {
         k: v if isinstance(v, str) else json.dumps(v) for k, v in (annotations or {}).items()}},
         "spec": {"renewTime": renew} if renew else {}}
+
+
+# ------------------------------------------------------------------------------------------ gate evidence
+
+
+def live(**extra: Any) -> Mod:
+    """spec.mode live with the human confirmation and a credentials Secret, as the CEL rules require."""
+    return spec(mode="live", liveConfirmation={"acknowledgeRealMoney": True, "confirmedBy": "ops@example.com"},
+                exchange={"id": "binance", "credentialsSecretRef": {"name": "keys"}}, **extra)
+
+
+def annotations(**values: str) -> Mod:
+    def mod(body: dict[str, Any]) -> None:
+        body["metadata"]["annotations"] = dict(values)
+    return mod
+
+
+def replay_record(**overrides: Any) -> dict[str, Any]:
+    """status.replay of a passing replay of CONFIG_HASH that finished ten minutes before NOW."""
+    base = {"configHash": CONFIG_HASH, "resultHash": "sha256:r", "dataHash": "sha256:d", "passed": True,
+            "reason": "Passed", "tradesCompared": 3, "residuals": 0,
+            "exportedAt": (NOW - dt.timedelta(minutes=11)).isoformat(),
+            "finishedAt": (NOW - dt.timedelta(minutes=10)).isoformat()}
+    return {**base, **overrides}
+
+
+def vote_record(reviewer: str = "risk-a", verdict: str = "PROCEED", risk: str = "LOW", evidence: str = "sha256:e",
+                age_minutes: float = 5) -> dict[str, Any]:
+    return {"reviewer": reviewer, "verdict": verdict, "risk": risk, "evidenceHash": evidence,
+            "at": (NOW - dt.timedelta(minutes=age_minutes)).isoformat()}
+
+
+def consensus_record(**overrides: Any) -> dict[str, Any]:
+    """status.consensus approving the replay of replay_record() (evidence sha256:e)."""
+    base = {"phase": 3, "thresholdPct": 80, "scorePct": 100, "evidenceHash": "sha256:e",
+            "replayResultHash": "sha256:r", "decision": "Approved", "votes": [vote_record()]}
+    return {**base, **overrides}

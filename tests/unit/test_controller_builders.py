@@ -20,6 +20,7 @@ from tradewarden.controller.builders import (
     FLEET_RBAC_NAME,
     build_bot_plan,
     build_configmap,
+    build_evidence_configmap,
     build_fleet_cluster_role,
     build_fleet_cluster_role_binding,
     build_lease,
@@ -35,15 +36,18 @@ from tradewarden.controller.leases import NO_RUNNER
 
 CONFIGMAP_RULE = {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["bot-runtime"],
                   "verbs": ["get", "watch"]}
+EVIDENCE_RULE = {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["bot-evidence"],
+                 "verbs": ["get", "update"]}
 LEASE_RULE = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["bot-runner"],
               "verbs": ["get", "update"]}
 
 
 @pytest.mark.parametrize(("exchange", "rules"), [
-    pytest.param({"id": "binance"}, [CONFIGMAP_RULE, LEASE_RULE], id="no-credentials-no-secret-rule"),
+    pytest.param({"id": "binance"}, [CONFIGMAP_RULE, EVIDENCE_RULE, LEASE_RULE], id="no-credentials-no-secret-rule"),
     pytest.param({"id": "binance", "credentialsSecretRef": {"name": "keys"}},
-                 [CONFIGMAP_RULE, {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["keys"],
-                                   "verbs": ["get"]}, LEASE_RULE], id="own-secret-get-only"),
+                 [CONFIGMAP_RULE, EVIDENCE_RULE, {"apiGroups": [""], "resources": ["secrets"],
+                                                  "resourceNames": ["keys"], "verbs": ["get"]}, LEASE_RULE],
+                 id="own-secret-get-only"),
 ])
 def test_runner_role_grants_exactly_its_own_objects(exchange: dict[str, Any], rules: list[dict[str, Any]]) -> None:
     role = build_role(make_bot("bot", spec(exchange=exchange)))
@@ -164,8 +168,8 @@ def test_every_owned_object_is_owned_and_labelled() -> None:
     bot = make_bot()
     plan = build_bot_plan(bot, valid_config(), [], NO_RUNNER, DEFAULTS, NOW)
     objects = [*plan.objects, plan.lease]
-    assert sorted(o["kind"] for o in objects) == ["ConfigMap", "Lease", "Role", "RoleBinding", "ServiceAccount",
-                                                   "StatefulSet"]
+    assert sorted(o["kind"] for o in objects) == ["ConfigMap", "ConfigMap", "Lease", "Role", "RoleBinding",
+                                                   "ServiceAccount", "StatefulSet"]
     for obj in objects:
         meta = obj["metadata"]
         assert meta["namespace"] == "ns"
@@ -175,7 +179,8 @@ def test_every_owned_object_is_owned_and_labelled() -> None:
         assert meta["labels"]["tradewarden.io/bot"] == "bot"
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "tradewarden"
     names = {o["kind"]: o["metadata"]["name"] for o in objects}
-    assert names["ConfigMap"] == "bot-runtime"
+    assert sorted(o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap") == ["bot-evidence",
+                                                                                           "bot-runtime"]
     assert {names[k] for k in ("Lease", "Role", "RoleBinding", "ServiceAccount", "StatefulSet")} == {"bot-runner"}
     assert build_service_account(bot)["metadata"]["name"] == "bot-runner"
     assert build_lease(bot)["spec"] == {"leaseDurationSeconds": 30}
@@ -190,7 +195,23 @@ def test_external_placement_wants_no_statefulset() -> None:
 def test_no_valid_config_means_no_configmap_write() -> None:
     plan = build_bot_plan(make_bot(), None, [], NO_RUNNER, DEFAULTS, NOW)
     assert plan.runtime is None
-    assert "ConfigMap" not in [o["kind"] for o in plan.objects]
+    assert "bot-runtime" not in [o["metadata"]["name"] for o in plan.objects]
+
+
+def test_evidence_configmap_is_metadata_only_and_never_overwrites_the_export() -> None:
+    bot = make_bot()
+    plan = build_bot_plan(bot, valid_config(), [], NO_RUNNER, DEFAULTS, NOW)
+    desired = next(o for o in plan.objects if o["metadata"]["name"] == "bot-evidence")
+    assert desired == build_evidence_configmap(bot)
+    # Nothing but metadata: server-side apply then owns no data field, so the runner's export stays.
+    assert set(desired) == {"apiVersion", "kind", "metadata"}
+    assert desired["metadata"]["labels"]["app.kubernetes.io/component"] == "evidence"
+    live = _live(desired, binaryData={"evidence.json.gz": "H4sI..."})
+    assert not needs_apply(desired, live), "an export written by the runner is not a difference"
+    assert needs_apply(desired, None)
+    # Also built without a valid config: the runner may still export the last good config's window.
+    assert "bot-evidence" in [o["metadata"]["name"] for o in build_bot_plan(bot, None, [], NO_RUNNER, DEFAULTS,
+                                                                             NOW).objects]
 
 
 def test_configmap_carries_the_whole_runtime_config_and_its_hash() -> None:
@@ -275,7 +296,7 @@ def _bot() -> TradingBot:
 def test_configmap_needs_apply(what: str, change: Any, differs: bool) -> None:
     bot = _bot()
     plan = build_bot_plan(bot, valid_config(), [], NO_RUNNER, DEFAULTS, NOW)
-    desired = next(o for o in plan.objects if o["kind"] == "ConfigMap")
+    desired = next(o for o in plan.objects if o["metadata"]["name"] == "bot-runtime")
     live = _live(desired)
     change(desired, live)
     assert needs_apply(desired, live) is differs, what

@@ -12,7 +12,21 @@ from typing import Any
 
 import pytest
 
-from support.controller_objects import DEFAULTS, NOW, make_bot, make_switch, runner, spec, status, valid_config
+from support.controller_objects import (
+    CONFIG_HASH,
+    DEFAULTS,
+    NOW,
+    consensus_record,
+    live,
+    make_bot,
+    make_switch,
+    replay_record,
+    runner,
+    spec,
+    status,
+    valid_config,
+    vote_record,
+)
 from tradewarden.api.conditions import get_condition
 from tradewarden.api.runtime import compute_gate_hash
 from tradewarden.api.strategyconfig import StrategyConfig
@@ -33,9 +47,7 @@ from tradewarden.controller.status import (
     strategyconfig_status_patch,
 )
 
-CONFIG_HASH = "sha256:" + "c" * 64
-LIVE = spec(mode="live", liveConfirmation={"acknowledgeRealMoney": True, "confirmedBy": "ops@example.com"},
-            exchange={"id": "binance", "credentialsSecretRef": {"name": "keys"}})
+LIVE = live()
 
 
 def as_stored(wire: dict[str, Any]) -> dict[str, Any]:
@@ -47,49 +59,39 @@ def as_stored(wire: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def replay(**overrides: Any) -> dict[str, Any]:
-    base = {"configHash": CONFIG_HASH, "resultHash": "sha256:r", "passed": True, "tradesCompared": 3,
-            "residuals": 0, "finishedAt": (NOW - dt.timedelta(minutes=10)).isoformat()}
-    return {**base, **overrides}
+replay = replay_record
+vote = vote_record
+consensus = consensus_record
 
 
-def consensus(**overrides: Any) -> dict[str, Any]:
-    vote = {"reviewer": "risk-a", "verdict": "PROCEED", "risk": "LOW",
-            "at": (NOW - dt.timedelta(minutes=5)).isoformat()}
-    base = {"phase": 3, "thresholdPct": 80, "scorePct": 90, "evidenceHash": "sha256:r", "decision": "Approved",
-            "votes": [vote]}
-    return {**base, **overrides}
-
-
+# (id, mods, effective mode, promoted, Promoted reason). The pieces of the gate (each condition's reasons,
+# the override, the ramp, trips) have their own tables in test_controller_gate.py.
 GATE_CASES: list[tuple[str, list[Any], str, bool, str]] = [
     ("signals-stays-signals", [], "signals", False, "LiveNotRequested"),
     ("paper-stays-paper", [spec(mode="paper"), status(replay=replay(), consensus=consensus())], "paper", False,
      "LiveNotRequested"),
     ("replay-missing", [LIVE], "paper", False, "ReplayMissing"),
     ("replay-other-config", [LIVE, status(replay=replay(configHash="sha256:old"), consensus=consensus())],
-     "paper", False, "ReplayConfigMismatch"),
-    ("replay-failed", [LIVE, status(replay=replay(passed=False), consensus=consensus())], "paper", False,
-     "ReplayFailed"),
+     "paper", False, "ConfigChanged"),
+    ("replay-failed", [LIVE, status(replay=replay(passed=False, reason="Failed"), consensus=consensus())],
+     "paper", False, "ReplayFailed"),
     ("replay-too-few-trades", [LIVE, status(replay=replay(tradesCompared=0), consensus=consensus())], "paper",
-     False, "ReplayTooFewTrades"),
+     False, "ReplayInsufficientTrades"),
     ("replay-residuals", [LIVE, status(replay=replay(residuals=2), consensus=consensus())], "paper", False,
-     "ReplayResiduals"),
+     "ReplayFailed"),
     ("replay-stale", [LIVE, status(replay=replay(finishedAt=(NOW - dt.timedelta(hours=2)).isoformat()),
                                    consensus=consensus())], "paper", False, "ReplayStale"),
     ("consensus-missing", [LIVE, status(replay=replay())], "paper", False, "ConsensusMissing"),
-    ("consensus-other-evidence", [LIVE, status(replay=replay(), consensus=consensus(evidenceHash="sha256:x"))],
-     "paper", False, "ConsensusMismatch"),
+    ("consensus-other-replay", [LIVE, status(replay=replay(), consensus=consensus(replayResultHash="sha256:x"))],
+     "paper", False, "ConsensusStale"),
     ("consensus-critical", [LIVE, status(replay=replay(), consensus=consensus(votes=[
-        {"reviewer": "r", "verdict": "ABORT", "risk": "CRITICAL", "at": NOW.isoformat()}]))], "paper", False,
-     "ConsensusCritical"),
-    ("consensus-below-phase-threshold", [LIVE, status(replay=replay(), consensus=consensus(scorePct=75,
-                                                                                          thresholdPct=0))],
-     "paper", False, "ConsensusNotApproved"),
-    ("consensus-held", [LIVE, status(replay=replay(), consensus=consensus(decision="Held"))], "paper", False,
-     "ConsensusNotApproved"),
-    ("consensus-stale", [LIVE, status(replay=replay(), consensus=consensus(votes=[
-        {"reviewer": "r", "verdict": "PROCEED", "risk": "LOW",
-         "at": (NOW - dt.timedelta(hours=3)).isoformat()}]))], "paper", False, "ConsensusStale"),
+        vote(verdict="ABORT", risk="CRITICAL")]))], "paper", False, "ConsensusHalt"),
+    ("consensus-below-phase-threshold", [LIVE, status(replay=replay(), consensus=consensus(votes=[
+        vote("a"), vote("b"), vote("c", verdict="HOLD")]))], "paper", False, "ConsensusRejected"),
+    ("consensus-held", [LIVE, status(replay=replay(), consensus=consensus(votes=[
+        vote("a"), vote("b", risk="MEDIUM")]))], "paper", False, "ConsensusHeld"),
+    ("consensus-stale", [LIVE, status(replay=replay(), consensus=consensus(votes=[vote(age_minutes=180)]))],
+     "paper", False, "ConsensusStale"),
     ("all-green", [LIVE, status(replay=replay(), consensus=consensus())], "live", True, "Promoted"),
 ]
 
@@ -103,7 +105,8 @@ def test_promotion_gate(mods: list[Any], mode: str, promoted: bool, reason: str)
     assert decision.reason == reason
     assert decision.message
     if promoted:
-        assert decision.gate_hash == compute_gate_hash(CONFIG_HASH, "sha256:r", "sha256:r")
+        # Bound to the config, the replay's result and the summary the votes judged.
+        assert decision.gate_hash == compute_gate_hash(CONFIG_HASH, "sha256:r", "sha256:e")
         assert decision.expires_at == NOW - dt.timedelta(minutes=10) + dt.timedelta(minutes=60)
     else:
         assert decision.gate_hash == ""

@@ -213,6 +213,27 @@ def test_drawdown_trips_a_bot_scoped_halt_that_survives_restart(tmp_path: pathli
     assert restarted.kill_mode() == KillMode.OFF
 
 
+def test_a_new_capital_base_is_not_a_drawdown(tmp_path: pathlib.Path, series: dict[str, list[Candle]]) -> None:
+    """Promotion from a 10,000 paper account to a 100 live ramp step, and each later step, measure the
+    drawdown from a new peak: without the rebase the first live equity read as a 99 % drawdown."""
+    eng, _ = warm(tmp_path, series, risk={"maxDrawdownPct": 30})
+    eng._update_equity()
+    assert eng.risk.equity_peak == pytest.approx(10000.0)
+    paper_factory = eng.broker_factory
+    eng.broker_factory = lambda c, m, s: object() if m == TradingMode.LIVE else paper_factory(c, m, s)  # type: ignore[assignment,return-value]
+    for capital in (100.0, 500.0):
+        eng.apply_config(make_runtime(mode="live", live_capital=capital, risk={"maxDrawdownPct": 30}))
+        assert eng.mode == TradingMode.LIVE
+        eng._update_equity()
+        assert eng.telemetry.equity == capital
+        assert eng.risk.drawdown_pct == 0.0
+        assert eng.kill_mode() == KillMode.OFF
+    # A real loss at the same base still counts: 500 -> 300 is 40 %, over the 30 % limit.
+    eng.journal.put("live_realised", -200.0)
+    eng._update_equity()
+    assert eng.kill_mode() == KillMode.HALT_ALL
+
+
 def test_risk_manager_windows_slide() -> None:
     from tradewarden.api.tradingbot import RiskLimits
 

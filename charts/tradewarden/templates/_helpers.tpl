@@ -77,3 +77,12 @@ app.kubernetes.io/component: operator
 {{- define "tradewarden.runnerImage" -}}
 {{- include "tradewarden.imageRef" (list .Values.runnerImage .Chart.AppVersion) }}
 {{- end }}
+
+{{/* The names of the reviewers' API key Secrets, as a JSON array (templates/reviewers.yaml). */}}
+{{- define "tradewarden.reviewerSecrets" -}}
+{{- $names := list }}
+{{- range .Values.reviewers }}
+{{- $names = append $names .apiKeySecretRef.name }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}

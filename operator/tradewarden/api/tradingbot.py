@@ -239,9 +239,18 @@ class ReplayEvidence(WireModel):
     max_drawdown_pct: float = Field(default=0.0, description="Replayed max drawdown in percent.")
     sharpe: float = Field(default=0.0, description="Replayed Sharpe ratio (per-bar returns, annualised).")
     passed: bool = Field(default=False, description="Whether the replay met the promotion settings.")
+    reason: str = Field(default="", max_length=64,
+                        description="The replay's verdict: Passed, Failed or InsufficientTrades (Failed also "
+                                    "when the replay could not run).")
+    message: str = Field(default="", max_length=2048,
+                         description="The verdict in words: the numbers, or why the replay could not run.")
+    exported_at: dt.datetime | None = Field(
+        default=None, description="When the runner exported the window replayed; a newer export triggers a "
+                                  "new replay, and no newer export means no refresh.")
     finished_at: dt.datetime | None = Field(default=None, description="When the replay finished.")
     override_reason: str | None = Field(default=None, max_length=1024,
-                                        description="Set when the gate was overridden by annotation.")
+                                        description="Set while the replay gate is overridden by the annotation "
+                                                    "tradewarden.io/override-replay-gate (its reason).")
 
 
 class Verdict(enum.StrEnum):
@@ -271,9 +280,31 @@ class ConsensusStatus(WireModel):
     phase: int = Field(default=0, ge=0, le=5, description="Commissioning phase judged.")
     threshold_pct: float = Field(default=0.0, description="Agreement required, in percent.")
     score_pct: float = Field(default=0.0, description="Agreement reached, in percent.")
-    evidence_hash: str = Field(default="", max_length=80, description="Evidence the votes judged.")
-    decision: str = Field(default="", max_length=64, description="Approved, Held, Rejected, CloseOnly or Halt.")
+    evidence_hash: str = Field(default="", max_length=80,
+                               description="Hash of the evidence summary the votes judged (votes are bound to it).")
+    replay_result_hash: str = Field(
+        default="", max_length=80,
+        description="resultHash of the replay the summary was built from: binds the consensus to that replay.")
+    decision: str = Field(default="", max_length=64,
+                          description="Approved, Held, Rejected, CloseOnly, Halt or Missing.")
+    message: str = Field(default="", max_length=2048, description="Why, in words: the tally and the deciding rule.")
     votes: list[Vote] = Field(default_factory=list, max_length=32, description="One vote per reviewer.")
+
+
+class GateTrip(WireModel):
+    """A bot-scoped kill engaged by the consensus (decision Halt or CloseOnly).
+
+    It holds until a human changes the bot's ``tradewarden.io/reset-trip`` annotation: the value the
+    annotation had when the trip was recorded is kept here, and any other value releases the trip.
+    """
+
+    mode: KillMode = Field(description="halt_all (a CRITICAL vote) or close_only (more than half HIGH).")
+    reason: str = Field(default="", max_length=1024, description="The consensus decision and its reason.")
+    evidence_hash: str = Field(default="", max_length=80, description="The evidence the deciding votes judged.")
+    reset_annotation: str = Field(default="", max_length=256,
+                                  description="tradewarden.io/reset-trip when the trip was recorded; "
+                                              "changing the annotation releases the trip.")
+    at: dt.datetime | None = Field(default=None, description="When the trip was recorded.")
 
 
 class CapitalStatus(WireModel):
@@ -319,7 +350,13 @@ class TradingBotStatus(WireModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     replay: ReplayEvidence | None = Field(default=None, description="Latest replay evidence.")
     consensus: ConsensusStatus | None = Field(default=None, description="Latest reviewer consensus.")
-    capital: CapitalStatus | None = Field(default=None, description="Live capital ramp position.")
+    capital: CapitalStatus | None = Field(default=None,
+                                          description="Live capital ramp position; present only while live.")
+    paper_since: dt.datetime | None = Field(
+        default=None, description="When the effective mode last left signals (paper, later perhaps live); "
+                                  "the time in paper that consensus reviewers judge is measured from it.")
+    gate_trip: GateTrip | None = Field(default=None,
+                                       description="Bot-scoped halt or close-only engaged by the consensus.")
     runner: RunnerStatus | None = Field(default=None, description="Runner telemetry from its Lease.")
 
 
@@ -355,6 +392,10 @@ TRADING_BOT = ResourceInfo(
         PrinterColumn("Consensus", _cond("ConsensusApproved")),
         PrinterColumn("PnL", ".status.runner.pnl", "number"),
         PrinterColumn("Kill", ".status.killMode", priority=1),
+        PrinterColumn("Step", ".status.capital.step", "integer", description="Live capital ramp step (0-based).",
+                      priority=1),
+        PrinterColumn("Capital", ".status.capital.amount", "number",
+                      description="Live capital allowed at the current ramp step.", priority=1),
         PrinterColumn("Placement", ".spec.placement", priority=1),
         AGE,
     ),

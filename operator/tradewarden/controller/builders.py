@@ -7,9 +7,12 @@ what differs, and by the unit tests, which check these shapes table by table.
 For one TradingBot the operator wants:
 
 * the runtime ConfigMap ``<bot>-runtime`` (the runner's whole config, ``runtime.json``, and its hash);
+* the evidence ConfigMap ``<bot>-evidence``, created empty: the runner writes its exported window into
+  its ``binaryData`` and the operator replays it. The operator sends only metadata, so a server-side
+  apply creates the object when it is missing and never touches the runner's export;
 * the ServiceAccount ``<bot>-runner`` and a Role + RoleBinding granting it exactly: get+watch on its own
-  ConfigMap, get on its own credentials Secret (only when one is referenced), get+update on its own
-  Lease, and nothing else;
+  runtime ConfigMap, get+update on its own evidence ConfigMap, get on its own credentials Secret (only
+  when one is referenced), get+update on its own Lease, and nothing else;
 * the Lease ``<bot>-runner`` (created once; afterwards it belongs to the runner, which renews it);
 * for placement ``cluster``, a single-replica StatefulSet ``<bot>-runner`` whose pod passes PodSecurity
   ``restricted``.
@@ -28,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tradewarden.api.evidence import evidence_configmap_name
 from tradewarden.api.killswitch import KillSwitch
 from tradewarden.api.runtime import (
     CONFIGMAP_HASH_KEY,
@@ -47,20 +51,27 @@ from tradewarden.api.runtime import (
 )
 from tradewarden.api.selectors import KillVerdict, effective_kill_mode
 from tradewarden.api.strategyconfig import StrategyConfigSpec
-from tradewarden.api.tradingbot import Placement, ResourceRequirements, TradingBot, TradingMode
-from tradewarden.controller.gate import PromotionDecision, evaluate_promotion
+from tradewarden.api.tradingbot import (
+    KILL_STRENGTH,
+    Placement,
+    ResourceRequirements,
+    TradingBot,
+    TradingMode,
+)
+from tradewarden.controller.gate import ANN_RESET_TRIP, PromotionDecision, active_trip, evaluate_promotion
 from tradewarden.controller.kube import Manifest
 from tradewarden.controller.leases import RunnerObservation
+from tradewarden.controller.ramp import Ramp, next_capital
 
 #: Shared cluster-scoped RBAC giving every runner read access to the KillSwitches.
 FLEET_RBAC_NAME = "tradewarden-runner-killswitches"
 
 #: Label on every object of the runner workload, so selectors and dashboards find them.
 LABEL_COMPONENT = "app.kubernetes.io/component"
+#: Component label values of the two ConfigMaps of a bot.
+COMPONENT_RUNTIME = "runtime-config"
+COMPONENT_EVIDENCE = "evidence"
 LABEL_NAME = "app.kubernetes.io/name"
-
-#: Bot annotation a human changes to clear a bot-scoped trip (copied into RuntimeConfig.tripReset).
-ANN_RESET_TRIP = "tradewarden.io/reset-trip"
 
 #: Pod-template annotation: hash of the runner image and resources, the only inputs that roll the pod.
 ANN_RUNNER_HASH = "tradewarden.io/runner-hash"
@@ -95,6 +106,8 @@ class ValidConfig:
     name: str
     spec: StrategyConfigSpec
     version: str
+    #: The strategy's risk level from the registry (low, medium, high): reviewers are told it.
+    risk_level: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,8 @@ class BotPlan:
     runtime: RuntimeConfig | None
     kill: KillVerdict
     promotion: PromotionDecision
+    #: The live capital ramp after this reconcile (status.capital) and what changed.
+    ramp: Ramp
     #: Namespaced objects to apply when they differ, in a safe order (the account before the pod).
     objects: tuple[Manifest, ...]
     #: The Lease, created when missing and never updated by the operator.
@@ -151,15 +166,10 @@ def hash_of(value: Any) -> str:
 # ----------------------------------------------------------------------------------------- runtime config
 
 
-def build_runtime_config(
-    bot: TradingBot,
-    valid: ValidConfig,
-    kill: KillVerdict,
-    now: dt.datetime,
-) -> tuple[RuntimeConfig, PromotionDecision]:
-    """The runner's whole config, with the effective mode from the gate and the folded kill mode."""
+def runtime_strategy(valid: ValidConfig) -> RuntimeStrategy:
+    """The strategy part of the runtime config: exactly what the operator validated."""
     spec = valid.spec
-    strategy = RuntimeStrategy(
+    return RuntimeStrategy(
         key=spec.strategy,
         version=valid.version,
         instruments=list(spec.instruments),
@@ -169,14 +179,38 @@ def build_runtime_config(
         auto_step_down=spec.auto_step_down,
         modes=spec.modes,
     )
+
+
+def bot_config_hash(bot: TradingBot, valid: ValidConfig) -> str:
+    """The config hash the bot runs with ``valid``: what replay evidence must be bound to."""
+    return compute_config_hash(runtime_strategy(valid), bot.spec.risk, bot.spec.exchange)
+
+
+def plan_ramp(bot: TradingBot, decision: PromotionDecision, now: dt.datetime) -> Ramp:
+    """The live capital ramp after the gate's ``decision`` (see :mod:`tradewarden.controller.ramp`)."""
+    return next_capital(bot.status.capital, decision.effective_mode == TradingMode.LIVE, bot.spec.capital,
+                        bot.status.replay, bot.status.consensus, bot.spec.promotion.phase, now)
+
+
+def build_runtime_config(
+    bot: TradingBot,
+    valid: ValidConfig,
+    kill: KillVerdict,
+    now: dt.datetime,
+    decision: PromotionDecision | None = None,
+    ramp: Ramp | None = None,
+) -> tuple[RuntimeConfig, PromotionDecision]:
+    """The runner's whole config, with the effective mode from the gate, the folded kill mode and the
+    live capital of the current ramp step (``decision`` and ``ramp`` are computed when not given)."""
+    strategy = runtime_strategy(valid)
     config_hash = compute_config_hash(strategy, bot.spec.risk, bot.spec.exchange)
-    decision = evaluate_promotion(bot, config_hash, now)
+    if decision is None:
+        decision = evaluate_promotion(bot, config_hash, now)
+    if ramp is None:
+        ramp = plan_ramp(bot, decision, now)
     capital = bot.spec.capital
-    live_capital = 0.0
-    if decision.effective_mode == TradingMode.LIVE:
-        step = bot.status.capital.step if bot.status.capital else 0
-        live_capital = capital.live_steps[min(step, len(capital.live_steps) - 1)]
     live = decision.effective_mode == TradingMode.LIVE
+    live_capital = ramp.capital.amount if live and ramp.capital is not None else 0.0
     replay, consensus = bot.status.replay, bot.status.consensus
     runtime = RuntimeConfig(
         namespace=bot.metadata.namespace or "",
@@ -202,6 +236,9 @@ def build_runtime_config(
         allowed_intent_sources=list(bot.spec.allowed_intent_sources),
         manual_lane=bot.spec.manual_lane,
         heartbeat_grace_seconds=bot.spec.runner.heartbeat_grace_seconds,
+        # The window the runner exports is the window the replay judges.
+        evidence_window_minutes=bot.spec.promotion.replay_window_minutes,
+        evidence_lag_minutes=bot.spec.promotion.replay_lag_minutes,
     )
     return runtime, decision
 
@@ -211,11 +248,25 @@ def render_runtime_json(runtime: RuntimeConfig) -> str:
     return json.dumps(runtime.to_wire(), sort_keys=True, indent=2, ensure_ascii=True) + "\n"
 
 
+def build_evidence_configmap(bot: TradingBot) -> Manifest:
+    """The (initially empty) ConfigMap the runner exports its window into.
+
+    Only metadata: applied with server-side apply, the operator owns the labels and the owner reference
+    and nothing else, so the runner's ``binaryData`` is never overwritten, and the object is created when
+    it is missing.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(bot, evidence_configmap_name(bot.metadata.name), {LABEL_COMPONENT: COMPONENT_EVIDENCE}),
+    }
+
+
 def build_configmap(bot: TradingBot, runtime: RuntimeConfig) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(bot, runtime_configmap_name(bot.metadata.name), {LABEL_COMPONENT: "runtime-config"}),
+        "metadata": _meta(bot, runtime_configmap_name(bot.metadata.name), {LABEL_COMPONENT: COMPONENT_RUNTIME}),
         "data": {CONFIGMAP_RUNTIME_KEY: render_runtime_json(runtime), CONFIGMAP_HASH_KEY: runtime.config_hash},
     }
 
@@ -239,6 +290,10 @@ def runner_rules(bot: TradingBot) -> list[dict[str, Any]]:
         # no list, so it cannot enumerate other ConfigMaps.
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [runtime_configmap_name(name)],
          "verbs": ["get", "watch"]},
+        # get + update (a read-modify-write of binaryData) is how the runner exports its window; the
+        # operator creates the ConfigMap, so the runner needs no create.
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [evidence_configmap_name(name)],
+         "verbs": ["get", "update"]},
     ]
     secret = bot.spec.exchange.credentials_secret_ref
     if secret is not None:
@@ -446,6 +501,17 @@ def keep_immutable_fields(desired: Manifest, live: Manifest | None) -> Manifest:
 # ----------------------------------------------------------------------------------------- the plan
 
 
+def fold_trip(kill: KillVerdict, bot: TradingBot) -> KillVerdict:
+    """``kill`` with the consensus trip in force folded in (the strongest mode wins, as everywhere)."""
+    trip = active_trip(bot)
+    if trip is None:
+        return kill
+    sources = (*kill.sources, "consensus")
+    if KILL_STRENGTH[trip.mode] > KILL_STRENGTH[kill.mode]:
+        return KillVerdict(mode=trip.mode, reason=trip.reason, sources=sources)
+    return KillVerdict(mode=kill.mode, reason=kill.reason, sources=sources)
+
+
 def build_bot_plan(
     bot: TradingBot,
     valid: ValidConfig | None,
@@ -458,15 +524,20 @@ def build_bot_plan(
     already there (the last good config) stays, as invariant 4 asks."""
     kill = effective_kill_mode(switches, bot.metadata.namespace or "", bot.metadata.labels,
                                bot_trip=runner.bot_trip, bot_trip_reason=runner.bot_trip_reason)
-    objects: list[Manifest] = [build_service_account(bot), build_role(bot), build_role_binding(bot)]
+    kill = fold_trip(kill, bot)
+    objects: list[Manifest] = [build_service_account(bot), build_role(bot), build_role_binding(bot),
+                               build_evidence_configmap(bot)]
     runtime: RuntimeConfig | None = None
     if valid is not None:
-        runtime, decision = build_runtime_config(bot, valid, kill, now)
+        decision = evaluate_promotion(bot, bot_config_hash(bot, valid), now)
+        ramp = plan_ramp(bot, decision, now)
+        runtime, _ = build_runtime_config(bot, valid, kill, now, decision, ramp)
         objects.append(build_configmap(bot, runtime))
     else:
         decision = evaluate_promotion(bot, "", now)
+        ramp = plan_ramp(bot, decision, now)
     cluster = bot.spec.placement == Placement.CLUSTER
     if cluster:
         objects.append(build_statefulset(bot, defaults))
-    return BotPlan(runtime=runtime, kill=kill, promotion=decision, objects=tuple(objects),
+    return BotPlan(runtime=runtime, kill=kill, promotion=decision, ramp=ramp, objects=tuple(objects),
                    lease=build_lease(bot), delete_statefulset=not cluster)

@@ -14,9 +14,13 @@ status either). A handler only names the objects to reconcile; the reconcile its
 
 What triggers what (all level-triggered: a reconcile recomputes everything it owns):
 
-* TradingBot: its own events; its runner Lease and owned objects (ConfigMap, ServiceAccount, Role,
+* TradingBot: its own events; its runner Lease and owned objects (ConfigMaps, ServiceAccount, Role,
   RoleBinding, StatefulSet); a change of the StrategyConfig it references; any KillSwitch change; a
-  re-check when its heartbeat or its promotion evidence goes stale; a resync every minute.
+  finished promotion-gate round; a re-check when its heartbeat or its promotion evidence goes stale or
+  its ramp dwell ends; a resync every minute.
+* PromotionGate (:mod:`~.promotion`): the bot's events and its evidence ConfigMap's. It replays the
+  runner's export in a separate process and runs the consensus; the round it finds is handed to the
+  bot's reconcile, which records it in the status (the only writer of a bot's status).
 * StrategyConfig: its own events, and bot events in its namespace (the count of bots using it).
 * KillSwitch: its own events, Lease events (acknowledgements, telemetry), bot label changes.
 * The fleet RBAC (the shared ClusterRoleBinding): bot creations and deletions, and its own events.
@@ -38,6 +42,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from tradewarden.api.evidence import evidence_configmap_name
 from tradewarden.api.killswitch import KillSwitch
 from tradewarden.api.runtime import (
     LABEL_BOT,
@@ -50,9 +55,12 @@ from tradewarden.api.runtime import (
 )
 from tradewarden.api.strategyconfig import StrategyConfig
 from tradewarden.api.tradingbot import TradingBot
+from tradewarden.controller import gate
 from tradewarden.controller import kube as k
 from tradewarden.controller.builders import (
+    COMPONENT_EVIDENCE,
     FLEET_RBAC_NAME,
+    LABEL_COMPONENT,
     OperatorDefaults,
     build_bot_plan,
     build_fleet_cluster_role,
@@ -71,7 +79,10 @@ from tradewarden.controller.cache import (
 from tradewarden.controller.diffs import needs_apply
 from tradewarden.controller.leases import NO_RUNNER, RunnerObservation, observe_lease
 from tradewarden.controller.metrics import Metrics
+from tradewarden.controller.promotion import PromotionGate
+from tradewarden.controller.reviewers import ReviewerConfig
 from tradewarden.controller.status import (
+    ConfigSource,
     EventSpec,
     bot_events,
     bot_status_patch,
@@ -79,6 +90,7 @@ from tradewarden.controller.status import (
     compute_strategyconfig_status,
     config_source,
     next_bot_check,
+    ramp_events,
     strategyconfig_events,
     strategyconfig_status_patch,
 )
@@ -167,6 +179,13 @@ class WriteMemory:
     def record(self, key: tuple[str, ...], fingerprint: str, rv: Any) -> None:
         self._entries[key] = (fingerprint, _rv(rv), self._clock())
 
+    def lags(self, key: tuple[str, ...], live_rv: Any) -> bool:
+        """True when the cache shows an object older than our own recent write of it (any content)."""
+        entry = self._entries.get(key)
+        if entry is None or self._clock() - entry[2] > WRITE_MEMORY_SECONDS:
+            return False
+        return _rv(live_rv) < entry[1]
+
 
 @dataclass
 class Write:
@@ -197,7 +216,7 @@ class Controller:
 
     def __init__(self, kube: k.Kube, defaults: OperatorDefaults, metrics: Metrics, cache: Cache | None = None,
                  clock: Callable[[], dt.datetime] = utcnow, concurrency: int = 4,
-                 scope: Scope | None = None) -> None:
+                 scope: Scope | None = None, reviewers: Sequence[ReviewerConfig] = ()) -> None:
         self.kube = kube
         self.scope = scope or Scope()
         self.defaults = defaults
@@ -211,6 +230,13 @@ class Controller:
         self.configs: WorkQueue[BotKey] = WorkQueue("StrategyConfig", self.reconcile_strategyconfig, limit, observe)
         self.switches: WorkQueue[str] = WorkQueue("KillSwitch", self.reconcile_killswitch, limit, observe)
         self.fleet: WorkQueue[str] = WorkQueue("FleetRBAC", self.reconcile_fleet, limit, observe)
+        # Its own limit: a round waits for replays and reviewers for seconds, and must never hold up the
+        # reconciles (a kill switch's bookkeeping above all). The replays have a tighter limit inside.
+        self.gate = PromotionGate(kube, reviewers)
+        self.promotions: WorkQueue[BotKey] = WorkQueue("PromotionGate", self.reconcile_gate,
+                                                       asyncio.Semaphore(concurrency), observe)
+        #: Rounds found by the gate and not yet seen in the cache's status, by bot.
+        self._rounds: dict[BotKey, gate.GateRound] = {}
         self._memory = WriteMemory()
         self._observations: dict[tuple[str, str], RunnerObservation] = {}
         self._sc_fanout: dict[BotKey, str] = {}
@@ -230,6 +256,8 @@ class Controller:
         seen = (str(spec.get("strategyConfigRef", "")), canonical_json((body.get("metadata") or {}).get("labels")))
         if event_type == "DELETED":
             self._bot_seen.pop(key, None)
+            self._rounds.pop(key, None)
+            self.gate.forget(key)
             self._trigger_configs_in(namespace)
             self._trigger_all_switches()
             return
@@ -240,6 +268,11 @@ class Controller:
             self._trigger_configs_in(namespace)
             self._trigger_all_switches()
         self.bots.trigger(key)
+        self.promotions.trigger(key)
+
+    def evidence_event(self, namespace: str, bot: str) -> None:
+        """The runner wrote a new export (or the ConfigMap changed): a replay may be due."""
+        self.promotions.trigger((namespace, bot))
 
     def lease_event(self, namespace: str, bot: str) -> None:
         self.bots.trigger((namespace, bot))
@@ -359,17 +392,8 @@ class Controller:
 
     # ------------------------------------------------------------------------------ TradingBot
 
-    async def reconcile_bot(self, key: BotKey) -> float | None:
-        namespace, name = key
-        body = self.cache.bot(namespace, name)
-        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-            return None  # the garbage collector removes what the bot owned
-        try:
-            bot = TradingBot.model_validate(body)
-        except ValidationError as exc:
-            logger.error("TradingBot %s/%s does not parse; fix its spec: %s", namespace, name, exc)
-            return None
-        ref = bot.spec.strategy_config_ref
+    def _config_source(self, bot: TradingBot) -> ConfigSource:
+        namespace, ref = bot.metadata.namespace or "", bot.spec.strategy_config_ref
         sc_body = self.cache.strategyconfig(namespace, ref)
         sc: StrategyConfig | None = None
         if sc_body is not None:
@@ -378,7 +402,34 @@ class Controller:
             except ValidationError as exc:
                 # Treated as missing: the bot says so, and its runner keeps the last good ConfigMap.
                 logger.error("StrategyConfig %s/%s does not parse; fix its spec: %s", namespace, ref, exc)
-        source = config_source(namespace, ref, sc)
+        return config_source(namespace, ref, sc)
+
+    def _with_round(self, key: BotKey, bot: TradingBot) -> TradingBot:
+        """``bot`` with the gate's round that the cache does not show yet recorded in its status."""
+        found = self._rounds.get(key)
+        if found is None:
+            return bot
+        if found.bot_uid != bot.metadata.uid or gate.replay_is_recorded(bot.status.replay, found.replay):
+            del self._rounds[key]  # recorded (our write is in the cache), or the bot was re-created
+            return bot
+        return gate.record_round(bot, found)
+
+    async def reconcile_bot(self, key: BotKey) -> float | None:
+        namespace, name = key
+        body = self.cache.bot(namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return None  # the garbage collector removes what the bot owned
+        if self._memory.lags(("status", "TradingBot", namespace, name), body["metadata"].get("resourceVersion")):
+            # Our last status write has not reached the cache yet. What a reconcile records at "now" (a
+            # ramp step's start, paperSince) would be recorded twice, at two times: wait for it.
+            return 0.2
+        try:
+            cached = TradingBot.model_validate(body)
+        except ValidationError as exc:
+            logger.error("TradingBot %s/%s does not parse; fix its spec: %s", namespace, name, exc)
+            return None
+        bot = self._with_round(key, cached)
+        source = self._config_source(bot)
         runner = self._observe(namespace, name)
         now = self.clock()
         plan = build_bot_plan(bot, source.valid, self._killswitch_models(), runner, self.defaults, now)
@@ -404,14 +455,46 @@ class Controller:
                 out.writes.append(Write("delete", ("StatefulSet", namespace, runner_account_name(name)), "",
                                         ref=k.STATEFULSETS, namespace=namespace, name=runner_account_name(name),
                                         uid=sts["metadata"].get("uid")))
-        patch = bot_status_patch(bot.status, status)
-        self._plan_status(out, k.TRADINGBOTS, body, patch, bot_events(bot.status, status) if patch else [])
+        # Against what the API server has (the cache), not the merged view: a round is written once.
+        patch = bot_status_patch(cached.status, status)
+        self._plan_status(out, k.TRADINGBOTS, body, patch,
+                          [*bot_events(cached.status, status), *ramp_events(plan)] if patch else [])
         await self._execute(out)
 
         delay = next_bot_check(bot, plan, runner, now)
         if out.skipped:
             delay = min(delay or WRITE_MEMORY_SECONDS, WRITE_MEMORY_SECONDS) + 0.5
         return delay
+
+    # ------------------------------------------------------------------------------ promotion gate
+
+    async def reconcile_gate(self, key: BotKey) -> float | None:
+        """Replay the bot's newest export and run the consensus when they are due; hand the round to the
+        bot's reconcile. Writes nothing itself."""
+        namespace, name = key
+        body = self.cache.bot(namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            self.gate.forget(key)
+            return None
+        try:
+            bot = self._with_round(key, TradingBot.model_validate(body))
+        except ValidationError:
+            return None  # reconcile_bot says why
+        if key in self._rounds:
+            # One round in flight per bot: a new one would replace the last before the status recorded
+            # it, and a Halt in it (a trip) must never be lost. The bot's reconcile records it at once.
+            return 0.5
+        if not gate.wants_evidence(bot):
+            return None
+        valid = self._config_source(bot).valid
+        if valid is None:
+            return None
+        evidence = self.cache.owned("ConfigMap", namespace, evidence_configmap_name(name))
+        found = await self.gate.evaluate(key, bot, valid, evidence, self.clock)
+        if found is not None:
+            self._rounds[key] = found
+            self.bots.trigger(key)
+        return None
 
     # ------------------------------------------------------------------------------ StrategyConfig
 
@@ -607,7 +690,11 @@ def register(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, c
         return {(kw["namespace"], kw["labels"][LABEL_BOT]): slim(kw["body"])}
 
     def index_owned(**kw: Any) -> dict[Any, Any]:
-        return {(kw["namespace"] or "", kw["name"]): slim(kw["body"])}
+        body = slim(kw["body"])
+        # A runner's export (binaryData of <bot>-evidence) can approach 1 MiB: the cache keeps the
+        # ConfigMap without it, and the promotion gate fetches it when a replay may be due.
+        body.pop("binaryData", None)
+        return {(kw["namespace"] or "", kw["name"]): body}
 
     for kind, selector, namespaced in OWNED_RESOURCES:
         kopf.index(*selector, id=IDX_OWNED[kind], labels=MANAGED if namespaced else None,
@@ -643,6 +730,8 @@ def register(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, c
                 ctl.fleet.trigger(FLEET_KEY)
         elif LABEL_BOT in labels:
             ctl.bots.trigger((namespace, labels[LABEL_BOT]))
+            if kw["body"].get("kind") == "ConfigMap" and labels.get(LABEL_COMPONENT) == COMPONENT_EVIDENCE:
+                ctl.evidence_event(namespace, labels[LABEL_BOT])
 
     for kind, selector, namespaced in OWNED_RESOURCES:
         kopf.on.event(*selector, id=f"owned_{kind.lower()}_event", labels=MANAGED if namespaced else None,

@@ -87,6 +87,8 @@ TRADINGBOTS = ResourceRef("tradewarden.io", "v1alpha1", "tradingbots", "TradingB
 STRATEGYCONFIGS = ResourceRef("tradewarden.io", "v1alpha1", "strategyconfigs", "StrategyConfig")
 KILLSWITCHES = ResourceRef("tradewarden.io", "v1alpha1", "killswitches", "KillSwitch", namespaced=False)
 CONFIGMAPS = ResourceRef("", "v1", "configmaps", "ConfigMap")
+#: Read only, and only the API key Secrets of the configured external reviewers (controller.promotion).
+SECRETS = ResourceRef("", "v1", "secrets", "Secret")
 SERVICEACCOUNTS = ResourceRef("", "v1", "serviceaccounts", "ServiceAccount")
 EVENTS = ResourceRef("", "v1", "events", "Event")
 ROLES = ResourceRef("rbac.authorization.k8s.io", "v1", "roles", "Role")

@@ -25,6 +25,11 @@ but writes a switch's status only when the switch's selector names namespaces it
 subjects of other namespaces in the shared ClusterRoleBinding: two namespaced operators never take
 turns rewriting one cluster-scoped object.
 
+The promotion gate's external reviewers come from ``--reviewers FILE`` (see
+:mod:`tradewarden.controller.reviewers`); the file is read once at start, and a file that does not parse
+stops the operator before it reconciles anything (exit code 2), rather than running with fewer reviewers
+than intended. Without the flag, only the built-in reviewers vote.
+
 Environment: ``TRADEWARDEN_RUNNER_IMAGE`` (default runner image when ``--runner-image`` is not given),
 ``TRADEWARDEN_MANAGE_RUNNER_CLUSTERROLE=false`` (the chart installs the shared ClusterRole; the operator
 then leaves it to Helm), ``TRADEWARDEN_INSTANCE`` (appended to the user agent, to tell instances apart
@@ -55,6 +60,7 @@ from tradewarden.controller.cache import Cache
 from tradewarden.controller.handlers import Controller, Scope, register
 from tradewarden.controller.kube import Kube
 from tradewarden.controller.metrics import Metrics
+from tradewarden.controller.reviewers import ReviewerConfig, ReviewersFileError, load_reviewers
 
 logger = logging.getLogger("tradewarden.operator")
 
@@ -113,7 +119,7 @@ async def serve_http(port: int, metrics: Metrics, ready: asyncio.Event, ctl: Con
     return runner
 
 
-async def operate(args: argparse.Namespace) -> None:
+async def operate(args: argparse.Namespace, reviewers: list[ReviewerConfig] | None = None) -> None:
     namespaces: list[str] = list(getattr(args, "namespace", None) or [])
     cache = Cache()
     registry = CollectorRegistry()
@@ -126,7 +132,7 @@ async def operate(args: argparse.Namespace) -> None:
     manage_role = os.environ.get("TRADEWARDEN_MANAGE_RUNNER_CLUSTERROLE", "true").lower() not in ("0", "false", "no")
     ctl = Controller(kube, OperatorDefaults(runner_image=image, manage_runner_cluster_role=manage_role), metrics,
                      cache=cache,
-                     scope=Scope(tuple(namespaces)))
+                     scope=Scope(tuple(namespaces)), reviewers=reviewers or [])
     settings = build_settings(bool(getattr(args, "verbose", False)))
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry, settings, ctl)
@@ -137,8 +143,8 @@ async def operate(args: argparse.Namespace) -> None:
     if port:
         http = await serve_http(port, metrics, ready, ctl)
     resync = asyncio.create_task(ctl.resync_forever(RESYNC_SECONDS), name="tradewarden resync")
-    logger.info("tradewarden operator %s starting (%s, runner image %s)", __version__,
-                f"namespaces {', '.join(namespaces)}" if namespaces else "cluster-wide", image)
+    logger.info("tradewarden operator %s starting (%s, runner image %s, %d external reviewer(s))", __version__,
+                f"namespaces {', '.join(namespaces)}" if namespaces else "cluster-wide", image, len(reviewers or []))
     try:
         await kopf.operator(
             registry=kopf_registry,
@@ -158,5 +164,13 @@ async def operate(args: argparse.Namespace) -> None:
 def run_operator(args: argparse.Namespace) -> int:
     """Run until SIGINT or SIGTERM (kopf installs the signal handlers); return the exit code."""
     configure_logging(bool(getattr(args, "verbose", False)))
-    asyncio.run(operate(args))
+    reviewers: list[ReviewerConfig] = []
+    path = getattr(args, "reviewers", None)
+    if path:
+        try:
+            reviewers = load_reviewers(path)
+        except ReviewersFileError as exc:
+            logger.error("%s", exc)
+            return 2
+    asyncio.run(operate(args, reviewers))
     return 0

@@ -14,6 +14,14 @@ flips; the reconciler schedules itself for the moment a fresh heartbeat would go
 The phase is a chain of checks; the first that applies names the phase and the reason:
 Invalid (no valid config at all) > Halted (a kill mode applies) > Pending (no heartbeat yet) >
 Degraded (stale heartbeat, rejected config, invalid edit running the last good config) > Running.
+
+The promotion gate's record is part of the status this module computes: ``replay`` and ``consensus``
+(a round found by :mod:`tradewarden.controller.promotion` is merged in by
+:func:`tradewarden.controller.gate.record_round` before this runs), ``capital`` (the ramp), ``paperSince``
+(when the bot left signals: the paper time reviewers judge) and ``gateTrip`` (a consensus halt, dropped
+once the reset annotation changes). One writer for all of them: a reconcile never races another writer
+of the same status. Gate Events are recorded on transitions only (a condition's status or reason, a ramp
+step, an override taking effect or changing reason), so a live bot's routine re-checks write nothing.
 """
 
 from __future__ import annotations
@@ -35,22 +43,27 @@ from tradewarden.api.tradingbot import (
     BotPhase,
     KillMode,
     Placement,
+    ReplayEvidence,
     RunnerStatus,
     TradingBot,
     TradingBotStatus,
+    TradingMode,
 )
+from tradewarden.controller import gate
 from tradewarden.controller.builders import BotPlan, ValidConfig
 from tradewarden.controller.leases import RunnerObservation
+from tradewarden.controller.ramp import ADVANCE, PAUSE, RESET, RESUME, START
 from tradewarden.strategies import StrategyLayerError, get_strategy, validate_params
 
 #: Condition types of a TradingBot, in the order they are first listed.
 BOT_CONDITIONS = ("Ready", "ConfigValid", "ConfigApplied", "RunnerHealthy", "ReplayVerified",
                   "ConsensusApproved", "Promoted", "KillSwitchEngaged")
 
-#: The status fields the operator owns on a TradingBot. Others (replay, consensus, capital) belong to
-#: the gate's workers and are never sent, so a merge patch leaves them alone.
+#: The status fields the operator writes on a TradingBot, all from the bot's reconcile (one writer).
 BOT_OWNED_FIELDS = ("observedGeneration", "phase", "effectiveMode", "strategy", "configHash", "killMode",
-                    "conditions", "runner")
+                    "conditions", "replay", "consensus", "capital", "paperSince", "gateTrip", "runner")
+#: The conditions of the promotion gate, whose transitions are recorded as Events.
+GATE_CONDITIONS = ("ReplayVerified", "ConsensusApproved", "Promoted")
 
 SC_OWNED_FIELDS = ("observedGeneration", "conditions", "configHash", "validSpec", "strategy", "bots", "botNames")
 
@@ -94,7 +107,8 @@ def config_source(namespace: str, ref: str, sc: StrategyConfig | None) -> Config
     valid: ValidConfig | None = None
     if sc.status.valid_spec is not None:
         version = sc.status.strategy.version if sc.status.strategy else ""
-        valid = ValidConfig(ref, StrategyConfigSpec.model_validate(sc.status.valid_spec), version)
+        risk_level = sc.status.strategy.risk_level if sc.status.strategy else ""
+        valid = ValidConfig(ref, StrategyConfigSpec.model_validate(sc.status.valid_spec), version, risk_level)
     if cond is None:
         return ConfigSource(ref, True, False, False,
                             f"StrategyConfig {ref} has not been validated yet", valid)
@@ -187,8 +201,12 @@ def _kill_engaged(plan: BotPlan) -> _Verdict:
     kill = plan.kill
     if kill.mode == KillMode.OFF:
         return _Verdict(False, "NotEngaged", "no kill switch applies")
-    reason = "BotTrip" if kill.sources == ("bot",) else "KillSwitch"
-    return _Verdict(True, reason, f"{kill.mode.value} from {', '.join(kill.sources)}: {kill.reason}")
+    own = [s for s in kill.sources if s in ("bot", "consensus")]
+    reason = "KillSwitch"  # a switch among the sources: the switch is the story
+    if len(own) == len(kill.sources):
+        reason = "ConsensusTrip" if own == ["consensus"] else "BotTrip"
+    tail = (f"; change the annotation {gate.ANN_RESET_TRIP} to release the bot's own trip" if own else "")
+    return _Verdict(True, reason, f"{kill.mode.value} from {', '.join(kill.sources)}: {kill.reason}{tail}")
 
 
 def _phase(source: ConfigSource, plan: BotPlan, healthy: _Verdict, applied: _Verdict,
@@ -254,8 +272,32 @@ def compute_bot_status(bot: TradingBot, source: ConfigSource, plan: BotPlan, run
         "config_hash": plan.config_hash or bot.status.config_hash,
         "kill_mode": plan.kill.mode,
         "conditions": conditions,
+        "replay": _replay_record(bot),
+        "capital": plan.ramp.capital,
+        "paper_since": _paper_since(bot, decision.effective_mode, now),
+        "gate_trip": gate.active_trip(bot),
         "runner": runner_status(bot.status.runner, runner),
     })
+
+
+def _replay_record(bot: TradingBot) -> ReplayEvidence | None:
+    """``status.replay`` with ``overrideReason`` set while the override annotation is in force."""
+    replay = bot.status.replay
+    reason = gate.replay_override(bot).reason
+    if reason is not None:
+        return (replay or ReplayEvidence()).model_copy(update={"override_reason": reason})
+    if replay is None or replay.override_reason is None:
+        return replay
+    cleared = replay.model_copy(update={"override_reason": None})
+    return None if cleared == ReplayEvidence() else cleared
+
+
+def _paper_since(bot: TradingBot, mode: TradingMode, now: dt.datetime) -> dt.datetime | None:
+    """When the bot left signals: kept through paper and live (a live bot falling back to paper has been
+    trading all along), cleared in signals. Whole seconds, as the API conventions record times."""
+    if mode == TradingMode.SIGNALS:
+        return None
+    return bot.status.paper_since or now.replace(microsecond=0)
 
 
 def normalize_json(value: Any) -> Any:
@@ -275,12 +317,24 @@ def _owned(wire: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
     return {k: normalize_json(wire[k]) for k in fields if k in wire}
 
 
+def _with_removals(before: Any, after: Any) -> Any:
+    """``after`` plus an explicit null for every map key ``before`` has and ``after`` lacks, at any depth:
+    in a JSON merge patch an absent key means "keep", so a field that went away must be sent as null."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return after
+    out = {k: _with_removals(before.get(k), v) for k, v in after.items()}
+    for key in before:
+        if key not in after:
+            out[key] = None
+    return out
+
+
 def bot_status_patch(old: TradingBotStatus, new: TradingBotStatus) -> dict[str, Any] | None:
     """The merge patch for ``/status``, or None when the owned fields are byte-identical."""
     before, after = _owned(old.to_wire(), BOT_OWNED_FIELDS), _owned(new.to_wire(), BOT_OWNED_FIELDS)
     if canonical_json(before) == canonical_json(after):
         return None
-    return {"status": after}
+    return {"status": _with_removals(before, after)}
 
 
 def _cond_status(conditions: Sequence[Condition], type_: str) -> ConditionStatus | None:
@@ -319,7 +373,78 @@ def bot_events(old: TradingBotStatus, new: TradingBotStatus) -> list[EventSpec]:
         events.append(EventSpec("Warning", "KillSwitchEngaged", cond.message if cond else ""))
     elif old_kill == T and new_kill != T:
         events.append(EventSpec("Normal", "KillSwitchReleased", "no kill switch applies any more"))
+    return events + _gate_events(old, new)
+
+
+#: Gate reasons recorded as Normal Events; every other gate reason is a Warning.
+_NORMAL_GATE_REASONS = frozenset({gate.PASSED, gate.APPROVED, gate.MISSING, "Promoted", "LiveNotRequested",
+                                  "ReplayMissing", "ConsensusMissing"})
+_RAMP_EVENTS = {START: ("Normal", "RampStep"), ADVANCE: ("Normal", "RampStep"), RESET: ("Warning", "RampReset"),
+                PAUSE: ("Normal", "RampPaused"), RESUME: ("Normal", "RampResumed")}
+
+
+def _gate_events(old: TradingBotStatus, new: TradingBotStatus) -> list[EventSpec]:
+    """Events of the promotion gate: each change of a gate condition's status or reason (the Event's
+    reason is the condition's), the override taking effect or changing reason, trips set and reset.
+
+    Only for bots that want evidence (live requested or in force): the conditions of a signals or paper
+    bot say Missing and LiveNotRequested forever, and telling that to every new bot is noise."""
+    events: list[EventSpec] = []
+    wanted = new.effective_mode == TradingMode.LIVE or old.effective_mode == TradingMode.LIVE or \
+        _cond_reason(new.conditions, "Promoted") not in ("", "LiveNotRequested")
+    if wanted:
+        for type_ in GATE_CONDITIONS:
+            before, after = get_condition(old.conditions, type_), get_condition(new.conditions, type_)
+            if after is None or (before is not None and (before.status, before.reason) == (after.status,
+                                                                                            after.reason)):
+                continue
+            if after.reason == gate.OVERRIDDEN:
+                continue  # the override's own Warning below says it, with its reason
+            kind = "Normal" if after.reason in _NORMAL_GATE_REASONS else "Warning"
+            events.append(EventSpec(kind, after.reason, f"{type_}: {after.message}"))
+    old_override = old.replay.override_reason if old.replay else None
+    new_override = new.replay.override_reason if new.replay else None
+    if new_override and new_override != old_override:
+        events.append(EventSpec("Warning", gate.OVERRIDDEN,
+                                f"the replay gate is overridden by annotation {gate.ANN_OVERRIDE_REPLAY}: "
+                                f"{new_override}; the consensus still has to approve"))
+    elif old_override and not new_override:
+        events.append(EventSpec("Normal", "OverrideRemoved",
+                                f"annotation {gate.ANN_OVERRIDE_REPLAY} removed: the replay gate applies again"))
+    ignored = "ignored: it needs a reason"
+    if ignored in _cond_message(new.conditions, "ReplayVerified") and \
+            ignored not in _cond_message(old.conditions, "ReplayVerified"):
+        events.append(EventSpec("Warning", "OverrideIgnored",
+                                f"annotation {gate.ANN_OVERRIDE_REPLAY} is empty and ignored: give the reason for "
+                                f"the override as its value"))
+    if new.gate_trip is not None and new.gate_trip != old.gate_trip:
+        events.append(EventSpec("Warning", "TripEngaged",
+                                f"bot-scoped {new.gate_trip.mode.value}: {new.gate_trip.reason}; it holds until "
+                                f"the annotation {gate.ANN_RESET_TRIP} is changed"))
+    elif old.gate_trip is not None and new.gate_trip is None:
+        events.append(EventSpec("Normal", "TripReset",
+                                f"bot-scoped {old.gate_trip.mode.value} from the consensus released: the annotation "
+                                f"{gate.ANN_RESET_TRIP} changed"))
     return events
+
+
+def ramp_events(plan: BotPlan) -> list[EventSpec]:
+    """The Event of a ramp change in this reconcile (a step, a reset, a pause), if any."""
+    change = plan.ramp.change
+    if change is None:
+        return []
+    kind, reason = _RAMP_EVENTS[change.kind]
+    return [EventSpec(kind, reason, change.message)]
+
+
+def _cond_reason(conditions: Sequence[Condition], type_: str) -> str:
+    cond = get_condition(conditions, type_)
+    return cond.reason if cond else ""
+
+
+def _cond_message(conditions: Sequence[Condition], type_: str) -> str:
+    cond = get_condition(conditions, type_)
+    return cond.message if cond else ""
 
 
 def next_bot_check(bot: TradingBot, plan: BotPlan, runner: RunnerObservation, now: dt.datetime) -> float | None:
@@ -330,6 +455,8 @@ def next_bot_check(bot: TradingBot, plan: BotPlan, runner: RunnerObservation, no
         times.append(runner.renew_time + dt.timedelta(seconds=grace))
     if plan.promotion.expires_at is not None:
         times.append(plan.promotion.expires_at)
+    if plan.ramp.dwell_ends is not None:
+        times.append(plan.ramp.dwell_ends)
     future = [t for t in times if t > now]
     if not future:
         return None

@@ -193,8 +193,28 @@ class Engine:
         mode = self._allowed_mode(config)
         if mode != self.mode or (self.broker is None and mode != TradingMode.SIGNALS):
             self._switch_mode(mode)
+        self._rebase_drawdown(mode, config)
         self._rebuild_strategies_if_needed()
         self.metrics.set_kill_mode(self.kill_mode().value)
+
+    def _rebase_drawdown(self, mode: TradingMode, config: RuntimeConfig) -> None:
+        """Measure drawdown from a new peak whenever the capital it is measured on changes.
+
+        Equity is the paper balance in paper mode and the ramp step's capital live: a promotion from a
+        10,000 paper account to a 100 live step, or a ramp step, is not a loss. Without the rebase the
+        paper peak made the first live equity look like a 99 % drawdown and tripped the halt at once.
+        The base is journaled, so a restart keeps the peak it had.
+        """
+        base = [mode.value, config.capital.live_capital if mode == TradingMode.LIVE else config.capital.paper_balance]
+        if self.journal.get("equity_base") == base:
+            return
+        if self.journal.get("equity_base") is not None:
+            log.info("capital base %s -> %s: drawdown measured from a new peak", self.journal.get("equity_base"),
+                     base)
+        self.journal.put("equity_base", base)
+        self.risk.equity_peak = 0.0
+        self.risk.drawdown_pct = 0.0
+        self.journal.put("equity_peak", 0.0)
 
     def _allowed_mode(self, config: RuntimeConfig) -> TradingMode:
         mode = config.effective_mode
