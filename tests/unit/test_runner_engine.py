@@ -379,3 +379,31 @@ def test_resume_settles_a_pending_order_without_resending(tmp_path: pathlib.Path
     assert eng.positions[SYM].qty == pytest.approx(0.02)
     eng.process_intent(entry("crashy", 0.02))  # the same intent again is a duplicate, not a second order
     assert len(eng.journal.orders()) == 1
+
+
+def test_paper_positions_never_become_live_ones(tmp_path: pathlib.Path, series: dict[str, list[Candle]]) -> None:
+    eng, _ = warm(tmp_path, series)
+    eng.process_intent(entry("paper-open", 0.05))
+    assert eng.positions[SYM].is_open
+    eng.apply_config(make_runtime(mode="live", live_capital=1000.0))
+    assert eng.mode == TradingMode.LIVE
+    assert not any(p.is_open for p in eng.positions.values())  # the live book starts empty
+    eng.process_intent(exit_("live-close"))
+    assert verdicts(eng)["live-close"] == "nothing_to_exit"
+    eng.apply_config(make_runtime(mode="paper"))
+    assert eng.positions[SYM].qty == pytest.approx(0.05)  # the paper book is back
+    restarted = make_engine(tmp_path, eng.config, Market(series, 60), journal=eng.journal)
+    assert restarted.positions[SYM].qty == pytest.approx(0.05)
+
+
+def test_evidence_window_starts_where_the_runner_began_to_act(tmp_path: pathlib.Path,
+                                                              series: dict[str, list[Candle]]) -> None:
+    from tradewarden.runner.evidence import build_export
+
+    eng, market = warm(tmp_path, series)
+    first_acted = series[SYM][market.visible - 1].ts + 1
+    run_bars(eng, market, 30)
+    export = build_export(eng, now_ms=series[SYM][market.visible - 1].ts + 60_000)
+    assert export is not None
+    assert export.window_start == first_acted
+    assert all(s.t >= first_acted for s in export.signals)

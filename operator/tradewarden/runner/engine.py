@@ -237,6 +237,25 @@ class Engine:
             return
         saved = self.journal.get(f"{mode.value}_balances") if mode == TradingMode.PAPER else None
         self.broker = self.broker_factory(self.config, mode, saved)
+        self._swap_positions(mode)
+
+    def _swap_positions(self, mode: TradingMode) -> None:
+        """Each trading mode has its own book: paper positions never become live ones.
+
+        Without this, a bot promoted with an open paper position would send a live exit for base
+        currency it never bought live. The journal's positions table holds the book of the mode named
+        by ``positions_mode``; the other modes' books wait in the kv store.
+        """
+        owner = self.journal.get("positions_mode")
+        if owner == mode.value:
+            return  # a restart: the table already is this mode's book
+        if owner is not None:
+            self.journal.put(f"positions_{owner}", {s: [p.qty, p.entry_price]
+                                                    for s, p in self.positions.items() if p.is_open})
+        saved = self.journal.get(f"positions_{mode.value}") or {}
+        self.positions = {s: Position(qty=q, entry_price=e) for s, (q, e) in saved.items()}
+        self.journal.replace_positions(self.positions, int(self.clock() * 1000))
+        self.journal.put("positions_mode", mode.value)
 
     # ---- strategy modes -------------------------------------------------------------------------------
 
@@ -314,6 +333,7 @@ class Engine:
             if history:
                 self.last_bar[symbol] = history[-1].ts
                 self._price(symbol, history[-1])
+                self._mark_acting_since(history[-1].ts + 1)
             return 0
         bars = [b for b in self.market.fetch_ohlcv(symbol, timeframe, since=last + 1) if b.ts > last]
         if not bars:
@@ -346,6 +366,17 @@ class Engine:
                             stop_price=decision.stop_price, reason=decision.reason)
             self.process_intent(intent)
         return len(bars)
+
+    def _mark_acting_since(self, t: int) -> None:
+        """Record from which bar on this config's decisions were acted upon (after a (re)build's warm-up).
+
+        The evidence export starts its window no earlier: bars the runner only warmed up on were never
+        decided on, and replaying them would count as residuals against it.
+        """
+        current = self.journal.get("acting_since") or {}
+        if current.get("config_hash") == self.config.config_hash and current.get("t", 0) >= t:
+            return
+        self.journal.put("acting_since", {"config_hash": self.config.config_hash, "t": t})
 
     def _price(self, symbol: str, bar: Candle) -> None:
         self._last_price[symbol] = bar.close

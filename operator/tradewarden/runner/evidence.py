@@ -44,6 +44,12 @@ def build_export(engine: Engine, now_ms: int | None = None) -> EvidenceExport | 
     # The window ends at the last closed bar we recorded, minus the lag, so every bar in it is final.
     end = min(latest + span, now_ms) - cfg.evidence_lag_minutes * 60_000
     start = end - cfg.evidence_window_minutes * 60_000
+    acting = engine.journal.get("acting_since") or {}
+    if acting.get("config_hash") == cfg.config_hash:
+        # Bars before the runner acted on this config were warm-up only: nothing to compare there.
+        start = max(start, int(acting["t"]))
+    if start >= end:
+        return None
     warmup = max(s.warmup_bars for s in engine.strategies.values()) + WARMUP_MARGIN if engine.strategies else 0
     candles: dict[str, list[list[float]]] = {}
     for symbol in cfg.strategy.instruments:

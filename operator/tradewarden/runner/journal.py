@@ -213,6 +213,13 @@ class Journal:
                            "ON CONFLICT(symbol) DO UPDATE SET qty = excluded.qty, entry_price = excluded.entry_price, "
                            "t = excluded.t", (symbol, position.qty, position.entry_price, t))
 
+    def replace_positions(self, positions: dict[str, Position], t: int) -> None:
+        """Replace the whole book in one transaction (a change of trading mode)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM positions")
+            db.executemany("INSERT INTO positions (symbol, qty, entry_price, t) VALUES (?, ?, ?, ?)",
+                           [(s, p.qty, p.entry_price, t) for s, p in positions.items() if p.qty > 0])
+
     def positions(self) -> dict[str, Position]:
         with self._lock:
             rows = self._db.execute("SELECT symbol, qty, entry_price FROM positions").fetchall()
