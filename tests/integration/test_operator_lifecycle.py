@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from support.kube import Cluster
+from support.kube import Cluster, poll
 from support.operator import (
     OperatorProcess,
     RunnerStandIn,
@@ -46,19 +46,8 @@ def ns(operator: OperatorProcess, request: pytest.FixtureRequest) -> str:
 
 def until(op: OperatorProcess, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
     """Poll ``predicate`` until it returns something truthy; on timeout show the operator's log."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    tail = "\n".join(op.log().splitlines()[-40:])
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}\noperator log:\n{tail}")
+    return poll(predicate, timeout=timeout, what=what,
+                context=lambda: "operator log:\n" + "\n".join(op.log().splitlines()[-40:]))
 
 
 def get(cluster: Cluster, *args: str) -> dict[str, Any] | None:

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import yaml
 
-from support.kube import Cluster
+from support.kube import Cluster, poll
 from support.operator import OperatorProcess, strategy_config, trading_bot
 from support.prom import check_metrics, rule_groups, tool
 from support.runner import VENV_BIN, RunnerProcess, free_port, token_kubeconfig
@@ -85,18 +85,8 @@ class Stack:
         return result
 
     def until(self, predicate: Callable[[], Any], what: str, timeout: float = 45.0) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            try:
-                last = predicate()
-            except (AssertionError, OSError) as exc:
-                last = exc
-            else:
-                if last:
-                    return last
-            time.sleep(0.5)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}\n{self.logs()}")
+        return poll(predicate, timeout=timeout, interval=0.5, what=what, tolerate=(AssertionError, OSError),
+                    context=self.logs)
 
 
 def by_bot(result: list[dict[str, Any]]) -> dict[str, float]:

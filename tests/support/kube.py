@@ -12,6 +12,7 @@ import os
 import pathlib
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,18 +55,27 @@ class Cluster:
         return out
 
     def wait_for(self, predicate: Any, timeout: float = 30.0, interval: float = 0.2, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            try:
-                last = predicate()
-            except AssertionError as exc:
-                last = exc
-            else:
-                if last:
-                    return last
-            time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+        return poll(predicate, timeout=timeout, interval=interval, what=what)
+
+
+def poll(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.2, what: str = "condition",
+         tolerate: tuple[type[BaseException], ...] = (AssertionError,),
+         context: Callable[[], str] | None = None) -> Any:
+    """Call ``predicate`` until it returns something truthy and return that; on timeout, fail naming
+    ``what``, the last answer (or tolerated exception) and, when given, ``context()`` (a log tail)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except tolerate as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    extra = f"\n{context()}" if context else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}{extra}")
 
 
 def install_crds(cluster: Cluster) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from support.evidence import make_export
-from support.kube import Cluster
+from support.kube import Cluster, poll
 from support.operator import OperatorProcess, condition, trading_bot
 from tradewarden.api.evidence import EVIDENCE_KEY, EvidenceExport, evidence_configmap_name
 from tradewarden.api.runtime import RuntimeConfig
@@ -52,19 +52,8 @@ def live_bot(name: str, config: str, exchange: dict[str, Any] | None = None, **s
 def until(op: OperatorProcess, predicate: Callable[[], Any], what: str, timeout: float = 60.0,
           interval: float = 0.25) -> Any:
     """Poll ``predicate`` until it returns something truthy; on timeout show the operator's log."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    tail = "\n".join(op.log().splitlines()[-60:])
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}\noperator log:\n{tail}")
+    return poll(predicate, timeout=timeout, interval=interval, what=what,
+                context=lambda: "operator log:\n" + "\n".join(op.log().splitlines()[-60:]))
 
 
 def bot_of(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:

@@ -19,12 +19,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 import yaml
 
-from support.kube import Cluster
+from support.kube import Cluster, poll
 from tradewarden.api.runtime import (
     ANN_APPLIED_HASH,
     ANN_KILL_ACKS,
@@ -266,14 +265,4 @@ def secret_manifest(name: str, data: dict[str, str]) -> dict[str, Any]:
 
 
 def wait(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except AssertionError as exc:
-            last = exc
-        if last and not isinstance(last, AssertionError):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+    return poll(predicate, timeout=timeout, interval=interval, what=what)
