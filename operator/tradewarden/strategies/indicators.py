@@ -276,36 +276,18 @@ class RollingMax:
         return dq[0][1]
 
 
-class RollingMin:
-    """Minimum of the last ``window`` values; the mirror image of ``RollingMax``."""
+class RollingMin(RollingMax):
+    """Minimum of the last ``window`` values: a ``RollingMax`` over the negated values."""
 
-    __slots__ = ("_count", "_dq", "window")
-
-    def __init__(self, window: int) -> None:
-        if window < 1:
-            raise ValueError(f"window: must be >= 1 (got {window})")
-        self.window = window
-        self._dq: deque[tuple[int, float]] = deque()
-        self._count = 0
-
-    @property
-    def ready(self) -> bool:
-        return self._count >= self.window
+    __slots__ = ()
 
     @property
     def value(self) -> float | None:
-        return self._dq[0][1] if self._dq else None
+        top = super().value
+        return None if top is None else -top
 
     def update(self, x: float) -> float:
-        dq = self._dq
-        i = self._count
-        while dq and dq[-1][1] >= x:
-            dq.pop()
-        dq.append((i, x))
-        if dq[0][0] <= i - self.window:
-            dq.popleft()
-        self._count = i + 1
-        return dq[0][1]
+        return -super().update(-x)
 
 
 class RollingMeanStd:
