@@ -191,6 +191,15 @@ def test_another_strategy_version_is_a_residual(export: EvidenceExport) -> None:
     assert report.residual_details[0] == "strategy version: the runner ran 0.9.0, the replay ran 1.0.0"
 
 
+def test_a_window_shorter_than_the_promotion_window_is_not_enough(export: EvidenceExport) -> None:
+    report = replay(export)
+    covered = (report.window_end - report.window_start) // 60_000
+    assert passes(report, PromotionSpec(replay_window_minutes=covered, min_trades=1)).passed
+    ok, reason, message = passes(report, PromotionSpec(replay_window_minutes=covered + 1, min_trades=1))
+    assert (ok, reason) == (False, INSUFFICIENT_TRADES)
+    assert f"covers {covered} minutes" in message
+
+
 def test_insufficient_trades(export: EvidenceExport) -> None:
     report = replay(export)
     ok, reason, message = passes(report, PromotionSpec(min_trades=report.trades_compared + 1))

@@ -32,6 +32,12 @@ def passes(report: ReplayReport, promotion: PromotionSpec) -> ReplayVerdict:
         return ReplayVerdict(False, FAILED,
                              f"the replay found {report.residuals} residuals between replay and runner; "
                              f"spec.promotion.maxResiduals allows {promotion.max_residuals}{first}")
+    covered = (report.window_end - report.window_start) // 60_000
+    if covered < promotion.replay_window_minutes:
+        # A runner that (re)started recently exports only the bars it acted on: too little evidence yet.
+        return ReplayVerdict(False, INSUFFICIENT_TRADES,
+                             f"the replay window covers {covered} minutes; spec.promotion.replayWindowMinutes "
+                             f"needs {promotion.replay_window_minutes}: let the runner trade longer")
     if report.trades_compared < promotion.min_trades:
         return ReplayVerdict(False, INSUFFICIENT_TRADES,
                              f"the replay compared {report.trades_compared} trades; spec.promotion.minTrades "
