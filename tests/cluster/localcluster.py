@@ -47,6 +47,8 @@ REPO = HERE.parent.parent
 K8S_VERSION = "v1.33.13"
 ETCD_VERSION = "v3.5.21"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+#: Bumped whenever the way the binaries are built changes, so a cached build of the old recipe is not reused.
+BUILD_RECIPE = "2"
 DEFAULT_DIR = REPO / ".cluster"
 
 
@@ -70,7 +72,7 @@ def go_version() -> str:
 def bin_dir() -> pathlib.Path:
     """The cache folder for this exact build: versions, toolchain and the module's go.sum."""
     digest = hashlib.sha256((HERE / "go.mod").read_bytes() + (HERE / "go.sum").read_bytes()).hexdigest()[:12]
-    return cache_root() / f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_{go_version()}_{digest}"
+    return cache_root() / f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_{go_version()}_{digest}_r{BUILD_RECIPE}"
 
 
 def build() -> pathlib.Path:
@@ -86,9 +88,14 @@ def build() -> pathlib.Path:
     tmp.mkdir(parents=True)
     started = time.monotonic()
     env = dict(os.environ, CGO_ENABLED="0")
+    # The version a release build would stamp in: without it the API server reports v0.0.0-master and
+    # `kubectl version` cannot parse it.
+    major, minor = K8S_VERSION.lstrip("v").split(".")[:2]
+    stamp = " ".join(f"-X k8s.io/component-base/version.{k}={v}" for k, v in (
+        ("gitVersion", K8S_VERSION), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean")))
     for pkg in ("./cmd/etcd", "k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager"):
         say(f"  go build {pkg}")
-        subprocess.run(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp) + "/", pkg],
+        subprocess.run(["go", "build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(tmp) + "/", pkg],
                        cwd=HERE, env=env, check=True)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
