@@ -22,9 +22,9 @@ The contract (``STRATEGY_API_VERSION = 1``):
 from __future__ import annotations
 
 import abc
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from tradewarden.api.market import Candle, Decision, Position
 
@@ -42,6 +42,18 @@ class StrategyParams(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    #: Pairs of fields that must be strictly increasing, checked in order, e.g. ``(("fast", "slow"),)``.
+    #: The first violated pair is refused with a message naming both fields and their values.
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_ordered(self) -> Self:
+        for low, high in self.ordered:
+            a, b = getattr(self, low), getattr(self, high)
+            if a >= b:
+                raise ValueError(f"{low}: must be < {high} (got {a} >= {b})")
+        return self
 
 
 P = TypeVar("P", bound=BaseModel)

@@ -18,7 +18,7 @@ Intended timeframe: 5m bars (the holding limit is counted in bars, so other time
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from tradewarden.api.market import HOLD, Action, Candle, Decision, Position
 from tradewarden.strategies.base import Strategy, StrategyParams
@@ -47,18 +47,7 @@ class EurUsd5mSafeParams(StrategyParams):
         16, ge=1, le=24, description="End of the trading window, hour of day in UTC (exclusive)."
     )
 
-    @model_validator(mode="after")
-    def _ordered(self) -> EurUsd5mSafeParams:
-        if self.fast >= self.slow:
-            raise ValueError(f"fast: must be < slow (got {self.fast} >= {self.slow})")
-        if self.rsi_min >= self.rsi_max:
-            raise ValueError(f"rsi_min: must be < rsi_max (got {self.rsi_min} >= {self.rsi_max})")
-        if self.session_start_hour >= self.session_end_hour:
-            raise ValueError(
-                "session_start_hour: must be < session_end_hour "
-                f"(got {self.session_start_hour} >= {self.session_end_hour})"
-            )
-        return self
+    ordered = (("fast", "slow"), ("rsi_min", "rsi_max"), ("session_start_hour", "session_end_hour"))
 
 
 class EurUsd5mSafeStrategy(Strategy[EurUsd5mSafeParams]):

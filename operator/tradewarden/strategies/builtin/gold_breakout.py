@@ -19,7 +19,7 @@ long-only, which is what the rules assume. Intended timeframe: 1m to 15m bars.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from tradewarden.api.market import HOLD, Action, Candle, Decision, Position
 from tradewarden.strategies.base import Strategy, StrategyParams
@@ -42,14 +42,7 @@ class GoldParams(StrategyParams):
         16, ge=1, le=24, description="End of the London session, hour of day in UTC (exclusive)."
     )
 
-    @model_validator(mode="after")
-    def _session_order(self) -> GoldParams:
-        if self.session_start_hour >= self.session_end_hour:
-            raise ValueError(
-                "session_start_hour: must be < session_end_hour "
-                f"(got {self.session_start_hour} >= {self.session_end_hour})"
-            )
-        return self
+    ordered = (("session_start_hour", "session_end_hour"),)
 
 
 class GoldBreakoutStrategy(Strategy[GoldParams]):

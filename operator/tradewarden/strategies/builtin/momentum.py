@@ -20,7 +20,7 @@ Intended timeframe: 5m to 1h bars on liquid pairs; on 1m bars the default EMAs r
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from tradewarden.api.market import HOLD, Action, Candle, Decision, Position
 from tradewarden.strategies.base import Strategy, StrategyParams
@@ -36,11 +36,7 @@ class MomentumParams(StrategyParams):
         2.0, gt=0.0, le=20.0, description="Stop distance below the close, in multiples of ATR."
     )
 
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> MomentumParams:
-        if self.fast >= self.slow:
-            raise ValueError(f"fast: must be < slow (got {self.fast} >= {self.slow})")
-        return self
+    ordered = (("fast", "slow"),)
 
 
 class MomentumStrategy(Strategy[MomentumParams]):

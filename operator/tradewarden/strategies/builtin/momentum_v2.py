@@ -23,7 +23,7 @@ Intended timeframe: 15m to 4h bars; the long EMA needs a few days of 15m bars to
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from tradewarden.api.market import HOLD, Action, Candle, Decision, Position
 from tradewarden.strategies.base import Strategy, StrategyParams
@@ -58,17 +58,7 @@ class MomentumV2Params(StrategyParams):
         3, ge=1, le=50, description="How many bars after a cross an entry may still be taken."
     )
 
-    @model_validator(mode="after")
-    def _ordered(self) -> MomentumV2Params:
-        if self.fast >= self.slow:
-            raise ValueError(f"fast: must be < slow (got {self.fast} >= {self.slow})")
-        if self.slow >= self.trend:
-            raise ValueError(f"slow: must be < trend (got {self.slow} >= {self.trend})")
-        if self.min_atr_pct >= self.max_atr_pct:
-            raise ValueError(
-                f"min_atr_pct: must be < max_atr_pct (got {self.min_atr_pct} >= {self.max_atr_pct})"
-            )
-        return self
+    ordered = (("fast", "slow"), ("slow", "trend"), ("min_atr_pct", "max_atr_pct"))
 
 
 class MomentumV2Strategy(Strategy[MomentumV2Params]):

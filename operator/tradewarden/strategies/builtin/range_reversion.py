@@ -23,7 +23,7 @@ Intended timeframe: 5m to 1h bars in quiet markets.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from tradewarden.api.market import HOLD, Action, Candle, Decision, Position
 from tradewarden.strategies.base import Strategy, StrategyParams
@@ -57,11 +57,7 @@ class RangeParams(StrategyParams):
         10, ge=0, le=10_000, description="Bars without entries after a stop-out; 0 turns it off."
     )
 
-    @model_validator(mode="after")
-    def _levels(self) -> RangeParams:
-        if self.oversold >= self.exit_level:
-            raise ValueError(f"oversold: must be < exit_level (got {self.oversold} >= {self.exit_level})")
-        return self
+    ordered = (("oversold", "exit_level"),)
 
 
 class RangeReversionStrategy(Strategy[RangeParams]):

@@ -23,7 +23,7 @@ Intended timeframe: any; the defaults are the textbook 1m to 1h setting, noisy o
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from tradewarden.api.market import HOLD, Action, Candle, Decision, Position
 from tradewarden.strategies.base import Strategy, StrategyParams
@@ -39,11 +39,7 @@ class SmaCrossParams(StrategyParams):
         2.0, gt=0.0, le=20.0, description="Sizing stop distance below the close, in multiples of ATR."
     )
 
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> SmaCrossParams:
-        if self.fast >= self.slow:
-            raise ValueError(f"fast: must be < slow (got {self.fast} >= {self.slow})")
-        return self
+    ordered = (("fast", "slow"),)
 
 
 class SmaCrossStrategy(Strategy[SmaCrossParams]):
