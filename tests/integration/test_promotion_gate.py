@@ -22,10 +22,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from support.kube import Cluster
-from support.operator import OperatorProcess, new_prefix, strategy_config
+from support.operator import OperatorProcess, strategy_config
 from support.promotion import (
     bot_of,
     event_reasons,
@@ -34,13 +33,13 @@ from support.promotion import (
     prepared_export,
     reason,
     runtime_of,
+    start_operator_with_reviewers,
     tampered,
     until,
     wait_runtime,
     write_export,
 )
 from support.reviewers import Answer, ReviewerServer
-from support.runner import secret_manifest
 from tradewarden.api.tradingbot import TradingBot
 
 pytestmark = pytest.mark.cluster
@@ -60,17 +59,9 @@ def server() -> Iterator[ReviewerServer]:
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, server: ReviewerServer,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    prefix = new_prefix()
-    workdir = tmp_path_factory.mktemp("operator")
-    reviewers = workdir / "reviewers.yaml"
-    reviewers.write_text(yaml.safe_dump([
-        {"name": name, "url": server.url(path), "model": "test-model", "timeoutSeconds": timeout,
-         "apiKeySecretRef": {"namespace": f"{prefix}-keys", "name": "llm-key", "key": "apiKey"}}
-        for name, path, timeout in EXTERNALS]))
-    op = OperatorProcess(cluster, workdir, prefix=prefix, extra_args=("--reviewers", str(reviewers)))
-    op.start()
-    keys = op.namespace("keys")
-    cluster.apply(secret_manifest("llm-key", {"apiKey": CANARY}), namespace=keys)
+    op = start_operator_with_reviewers(cluster, tmp_path_factory.mktemp("operator"),
+                                       [(name, server.url(path), timeout) for name, path, timeout in EXTERNALS],
+                                       CANARY)
     yield op
     op.stop()
     op.delete_namespaces()

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from support.kube import Cluster
-from support.operator import OperatorProcess, condition, new_prefix, strategy_config
+from support.operator import OperatorProcess, condition, strategy_config
 from support.promotion import (
     bot_of,
     event_reasons,
@@ -30,6 +29,7 @@ from support.promotion import (
     prepared_export,
     reason,
     runtime_of,
+    start_operator_with_reviewers,
     until,
     wait_runtime,
     write_export,
@@ -55,16 +55,8 @@ def server() -> Iterator[ReviewerServer]:
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, server: ReviewerServer,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    prefix = new_prefix()
-    workdir = tmp_path_factory.mktemp("operator")
-    reviewers = workdir / "reviewers.yaml"
-    reviewers.write_text(yaml.safe_dump([{
-        "name": "alpha", "url": server.url("alpha"), "model": "test-model", "timeoutSeconds": 10,
-        "apiKeySecretRef": {"namespace": f"{prefix}-keys", "name": "llm-key"}}]))
-    op = OperatorProcess(cluster, workdir, prefix=prefix, extra_args=("--reviewers", str(reviewers)))
-    op.start()
-    cluster.apply(secret_manifest("llm-key", {"apiKey": "sk-test-" + uuid.uuid4().hex}),
-                  namespace=op.namespace("keys"))
+    op = start_operator_with_reviewers(cluster, tmp_path_factory.mktemp("operator"),
+                                       [("alpha", server.url("alpha"), 10)], "sk-test-" + uuid.uuid4().hex)
     yield op
     op.stop()
     op.delete_namespaces()

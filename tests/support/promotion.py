@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import copy
 import json
+import pathlib
 import time
 from collections.abc import Callable
 from typing import Any
 
+import yaml
+
 from support.evidence import make_export
 from support.kube import Cluster, poll
-from support.operator import OperatorProcess, condition, trading_bot
+from support.operator import OperatorProcess, condition, new_prefix, trading_bot
+from support.runner import secret_manifest
 from tradewarden.api.evidence import EVIDENCE_KEY, EvidenceExport, evidence_configmap_name
 from tradewarden.api.runtime import RuntimeConfig
 from tradewarden.controller.kube import CONFIGMAPS, Kube
@@ -47,6 +51,22 @@ def live_bot(name: str, config: str, exchange: dict[str, Any] | None = None, **s
         "promotion": {"phase": 1, "minPaperMinutes": 0, "minTrades": 1},
     }
     return trading_bot(name, config=config, **merged(base, spec))
+
+
+def start_operator_with_reviewers(cluster: Cluster, workdir: pathlib.Path,
+                                  reviewers: list[tuple[str, str, float]], api_key: str) -> OperatorProcess:
+    """An operator subprocess configured with external reviewers ``(name, url, timeout seconds)``, all
+    reading their key from the Secret ``llm-key`` in the operator's ``<prefix>-keys`` namespace."""
+    prefix = new_prefix()
+    path = workdir / "reviewers.yaml"
+    path.write_text(yaml.safe_dump([
+        {"name": name, "url": url, "model": "test-model", "timeoutSeconds": timeout,
+         "apiKeySecretRef": {"namespace": f"{prefix}-keys", "name": "llm-key", "key": "apiKey"}}
+        for name, url, timeout in reviewers]))
+    op = OperatorProcess(cluster, workdir, prefix=prefix, extra_args=("--reviewers", str(path)))
+    op.start()
+    cluster.apply(secret_manifest("llm-key", {"apiKey": api_key}), namespace=op.namespace("keys"))
+    return op
 
 
 def until(op: OperatorProcess, predicate: Callable[[], Any], what: str, timeout: float = 60.0,
