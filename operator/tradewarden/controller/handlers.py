@@ -368,8 +368,15 @@ class Controller:
 
     def _execute_sync(self, out: Outcome) -> None:
         """Carry out the writes in order (in a worker thread: the client is synchronous)."""
+        written_rv: dict[tuple[str, str, str], str] = {}  # (plural, namespace, name) -> our last write
         for w in out.writes:
             result: k.Manifest | None = None
+            target = (w.ref.plural if w.ref is not None else "", w.namespace or "", w.name)
+            precondition = w.manifest.get("metadata", {}).get("resourceVersion")
+            if precondition and target in written_rv:
+                # Our own earlier write in this outcome moved the object on; the precondition guards
+                # against other writers, so it follows our write, not the version we read.
+                w.manifest["metadata"]["resourceVersion"] = written_rv[target]
             if w.action == "apply":
                 result = self.kube.apply(w.manifest)
                 logger.info("applied %s %s", w.key[0], "/".join(p for p in w.key[1:] if p))
@@ -386,7 +393,10 @@ class Controller:
                 result = self.kube.merge_patch(w.ref, w.namespace, w.name, w.manifest,
                                                subresource="status" if w.action == "status" else None)
             if result is not None:
-                self._memory.record(w.key, w.fingerprint, result.get("metadata", {}).get("resourceVersion"))
+                rv = result.get("metadata", {}).get("resourceVersion")
+                self._memory.record(w.key, w.fingerprint, rv)
+                if rv:
+                    written_rv[target] = rv
         for event in out.events:
             self.kube.post_event(out.involved, event.type, event.reason, event.message)
 
@@ -571,8 +581,13 @@ class Controller:
         fleet = self._fleet()
         plan = compute_killswitch(ks, fleet, now)
         out = Outcome(involved=body)
+        patch = killswitch_status_patch(ks.status, plan.status)
+        self._plan_status(out, k.KILLSWITCHES, body, patch,
+                          killswitch_events(ks.status, plan.status, ks.spec.mode) if patch else [])
         if plan.engage is not None:
-            # The one spec the operator ever writes, and only to engage. The resourceVersion makes it
+            # The one spec the operator ever writes, and only to engage. It goes after the status write
+            # that records triggeredBy: the watch delivers events in write order, so the reconcile the spec
+            # change causes already sees triggeredBy in its cache and keeps it. The resourceVersion makes it
             # conditional: if a human changed the switch meanwhile, the patch fails with a conflict and
             # the next reconcile decides again on the newer spec.
             logger.warning("KillSwitch %s: trigger fired, engaging %s: %s", name, plan.engage.value,
@@ -582,9 +597,6 @@ class Controller:
                                               "spec": {"mode": plan.engage.value}}))
             out.events.append(EventSpec("Warning", "KillSwitchTriggered",
                                         f"engaging {plan.engage.value}: {plan.trigger_message}"))
-        patch = killswitch_status_patch(ks.status, plan.status)
-        self._plan_status(out, k.KILLSWITCHES, body, patch,
-                          killswitch_events(ks.status, plan.status, ks.spec.mode) if patch else [])
         await self._execute(out)
         return self._next_switch_check(ks, fleet, now, out.skipped)
 
