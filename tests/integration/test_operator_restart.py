@@ -49,7 +49,10 @@ def test_restart_mid_reconcile_converges_without_duplicates(
                 counts[kind] = Counter(o["metadata"]["labels"]["tradewarden.io/bot"] for o in items)
             bots = json.loads(cluster.kubectl("get", "tb", "-n", ns, "-o", "json").stdout)["items"]
             done = all((b.get("status") or {}).get("configHash") for b in bots) and len(bots) == len(BOTS)
-            complete = all(set(c) == set(BOTS) for c in counts.values())
+            # Complete once every bot has all its objects (two ConfigMaps: runtime and evidence); the
+            # assertion below then checks that nothing exists twice.
+            complete = all(set(c) == set(BOTS) and min(c.values()) >= (2 if kind == "configmap" else 1)
+                           for kind, c in counts.items())
             return counts if done and complete else None
 
         deadline = time.monotonic() + 60
