@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from tradewarden.emulator.matching import BinanceError, Engine, Order, Trade
+from tradewarden.emulator.matching import BinanceError, Engine, Order, Trade, parse_int
 from tradewarden.emulator.series import BAR_MS, EIGHT_PLACES, Bar, MarketSpec
 
 INTERVAL_MINUTES: dict[str, int] = {
@@ -147,10 +147,10 @@ def klines(engine: Engine, spec: MarketSpec, params: dict[str, str]) -> list[lis
     span = minutes * BAR_MS
     start_ms = engine.settings.start_ms
     last = engine.index // minutes
-    end_time = _optional_int(params, "endTime")
+    end_time = parse_int(params, "endTime")
     if end_time is not None:
         last = min(last, (end_time - start_ms) // span)
-    start_time = _optional_int(params, "startTime")
+    start_time = parse_int(params, "startTime")
     if start_time is not None:
         first = max(0, -(-(start_time - start_ms) // span))
         last = min(last, first + limit - 1)
@@ -411,18 +411,6 @@ def state_json(engine: Engine) -> Json:
     }
 
 
-def _optional_int(params: dict[str, str], name: str) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise BinanceError(
-            400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
-        ) from exc
-
-
 def _int_param(params: dict[str, str], name: str, default: int) -> int:
-    value = _optional_int(params, name)
+    value = parse_int(params, name)
     return default if value is None else value
