@@ -75,7 +75,7 @@ class KillState:
 
 
 @dataclass
-class Telemetry:
+class EngineTelemetry:
     equity: float = 0.0
     pnl: float = 0.0
     drawdown_pct: float = 0.0
@@ -111,7 +111,7 @@ class Engine:
         self.last_bar: dict[str, int] = {}
         self.positions: dict[str, Position] = journal.positions()
         self.risk = RiskManager(config.risk, equity_peak=float(journal.get("equity_peak", 0.0)))
-        self.telemetry = Telemetry()
+        self.telemetry = EngineTelemetry()
         self.counters: dict[str, int] = {k: 0 for k in (
             "processed", "executed_true", "executed_false", "blocked_source", "manual_consumed",
             "manual_blocked_disabled", "manual_processed", "kill_blocked", "risk_rejected")}
@@ -125,6 +125,15 @@ class Engine:
     def kill_mode(self) -> KillMode:
         with self._kill_lock:
             return self.kill.mode
+
+    def set_operator_kill(self, mode: KillMode) -> None:
+        """The kill mode the operator folded into a newly received runtime config: effective at once,
+        before the rest of that config is applied between ticks."""
+        with self._kill_lock:
+            changed = self.kill.operator != mode
+            self.kill.operator = mode
+        if changed:
+            self._kill_changed()
 
     def set_switch_kill(self, mode: KillMode, reason: str) -> None:
         """Called by the KillSwitch watch with the folded mode of every matching switch."""

@@ -96,7 +96,6 @@ class ConfigWatcher(threading.Thread):
         self.namespace, self.name, self.bot = namespace, name, bot
         self.on_config, self.on_reject = on_config, on_reject
         self.contact, self.stop_event = contact, stop
-        self.last_hash = ""
         self.ready = threading.Event()
 
     def _handle(self, data: dict[str, str] | None) -> None:
@@ -106,10 +105,8 @@ class ConfigWatcher(threading.Thread):
             log.error("refused runtime config, keeping the last good one: %s", exc)
             self.on_reject(str(exc))
             return
-        if cfg.config_hash == self.last_hash and cfg.generation and self.ready.is_set():
-            # Same trading content; still hand it over: mode, kill or lane may have changed.
-            pass
-        self.last_hash = cfg.config_hash
+        # Handed over even when the trading content (config hash) is unchanged: mode, kill state or the
+        # manual lane may have changed.
         self.on_config(cfg)
         self.ready.set()
 

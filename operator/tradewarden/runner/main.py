@@ -88,8 +88,7 @@ class Runner:
         self.metrics.reload("accepted")
         if self.engine is not None:
             # The operator's folded kill mode takes effect at once; the rest waits for the next tick.
-            with self.engine._kill_lock:
-                self.engine.kill.operator = cfg.kill_mode
+            self.engine.set_operator_kill(cfg.kill_mode)
 
     def on_reject(self, reason: str) -> None:
         with self._lock:
