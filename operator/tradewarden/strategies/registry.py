@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from tradewarden.api.conditions import describe_error, without_value
 from tradewarden.strategies.base import STRATEGY_API_VERSION, Strategy
 from tradewarden.strategies.errors import (
     StrategyError,
@@ -292,16 +293,23 @@ _FIELD_PREFIX_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*): (.*)$", re.DOTALL)
 
 
 def _describe_errors(exc: ValidationError, model: type[BaseModel]) -> list[tuple[str, str]]:
-    """Turn pydantic's errors into ``("params.<field>", problem)`` pairs a person can act on."""
+    """Turn pydantic's errors into ``("params.<field>", problem)`` pairs a person can act on.
+
+    Through :func:`tradewarden.api.conditions.describe_error`: these problems end up in status conditions
+    and Events, so a refused value is quoted only when it cannot be a secret (a number, a boolean, a short
+    lowercase word), and an unknown key is named, never its value.
+    """
     problems: list[tuple[str, str]] = []
     for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"])
-        msg = str(err["msg"])
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if not loc:
+        path, msg = describe_error(err, "params")
+        if not err["loc"]:
             # A model validator has no location; ours start their message with the field it is about
-            # ("fast: must be < slow (got 30 >= 20)"), which names the field for the user.
+            # ("fast: must be < slow (got 30 >= 20)"), which names the field for the user. Its input is
+            # the whole params document: take out any string of it the validator may have quoted.
+            inputs = err.get("input")
+            if isinstance(inputs, Mapping):
+                for value in inputs.values():
+                    msg = without_value(msg, value)
             match = _FIELD_PREFIX_RE.match(msg)
             if match and match.group(1) in model.model_fields:
                 problems.append((f"params.{match.group(1)}", match.group(2)))
@@ -310,9 +318,7 @@ def _describe_errors(exc: ValidationError, model: type[BaseModel]) -> list[tuple
             continue
         if err["type"] == "extra_forbidden":
             known = ", ".join(model.model_fields) or "none"
-            problems.append((f"params.{loc}", f"unknown parameter (known: {known})"))
+            problems.append((path, f"unknown parameter (known: {known})"))
             continue
-        if "input" in err and err["type"] != "missing":
-            msg = f"{msg} (got {err['input']!r})"
-        problems.append((f"params.{loc}", msg))
+        problems.append((path, msg))
     return problems
