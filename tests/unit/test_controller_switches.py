@@ -1,7 +1,8 @@
 """Unit tests of the operator's half of the kill switch, the work queue, the scope and the metrics.
 
-No cluster: acknowledgements by generation, engagedAt and latency, the two automatic triggers (which
-only ever engage), the coalescing work queue, namespace scoping, and Prometheus naming (checked with
+No cluster: acknowledgements by generation, engagedAt and latency (from the API server's record of the
+spec change in managedFields), a switch that matches no bot, the two automatic triggers (which only ever
+engage), the coalescing work queue, namespace scoping, and Prometheus naming (checked with
 ``promtool check metrics`` when promtool is installed).
 """
 
@@ -19,17 +20,20 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from support.controller_objects import NOW, make_switch, runner
 from tradewarden.api.conditions import get_condition
+from tradewarden.api.killswitch import KillSwitch
 from tradewarden.api.runtime import KillAck
 from tradewarden.api.tradingbot import KillMode
-from tradewarden.controller.cache import Cache
+from tradewarden.controller.cache import Cache, slim
 from tradewarden.controller.handlers import Scope, WriteMemory
 from tradewarden.controller.leases import NO_RUNNER, RunnerObservation
 from tradewarden.controller.metrics import Metrics
 from tradewarden.controller.switches import (
     FleetBot,
+    ack_latency_ms,
     compute_killswitch,
     killswitch_events,
     killswitch_status_patch,
+    spec_changed_at,
 )
 from tradewarden.controller.workqueue import WorkQueue
 
@@ -49,9 +53,38 @@ def cond(status: Any, type_: str) -> tuple[str, str]:
     return c.status.value, c.reason
 
 
+def stamp(at: dt.datetime) -> str:
+    """A managedFields time as the API server writes it: whole seconds, truncated."""
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def entry(manager: str, at: dt.datetime, fields: dict[str, Any], subresource: str = "",
+          operation: str = "Update") -> dict[str, Any]:
+    out = {"manager": manager, "operation": operation, "apiVersion": "tradewarden.io/v1alpha1", "time": stamp(at),
+           "fieldsType": "FieldsV1", "fieldsV1": fields}
+    if subresource:
+        out["subresource"] = subresource
+    return out
+
+
+SPEC_MODE = {"f:spec": {"f:mode": {}}}
+
+
+def with_managed_fields(ks: KillSwitch, *entries: dict[str, Any]) -> KillSwitch:
+    body = ks.to_wire()
+    body["metadata"]["managedFields"] = list(entries)
+    return KillSwitch.model_validate(body)
+
+
+def spec_changed(ks: KillSwitch, at: dt.datetime) -> KillSwitch:
+    """``ks`` as the API server returns it after a ``kubectl patch`` of its spec at ``at``."""
+    return with_managed_fields(ks, entry("kubectl-patch", at, SPEC_MODE))
+
+
 def test_acknowledgements_match_the_current_generation() -> None:
-    ks = make_switch(mode="close_only", generation=4, namespaces=["ns"],
-                     status={"engagedAt": (NOW - dt.timedelta(seconds=1)).isoformat()})
+    ks = spec_changed(make_switch(mode="close_only", generation=4, namespaces=["ns"],
+                                  status={"engagedAt": (NOW - dt.timedelta(seconds=1)).isoformat()}),
+                      NOW - dt.timedelta(seconds=1))
     bots = fleet(("a", runner(acks=ack(4, at=NOW - dt.timedelta(milliseconds=800)))),
                  ("b", runner(acks=ack(3))),                    # acked an older spec
                  ("c", runner(acks=ack(4, mode="halt_all"))),    # a mode it was never asked for
@@ -70,7 +103,7 @@ def test_acknowledgements_match_the_current_generation() -> None:
 def test_engaged_at_is_set_kept_and_cleared() -> None:
     on = compute_killswitch(make_switch(mode="halt_all"), [], NOW).status
     assert on.engaged_at == NOW
-    assert cond(on, "Acknowledged") == ("True", "NoMatchedBots")
+    assert cond(on, "Acknowledged") == ("False", "NoBotsMatched")
     later = NOW + dt.timedelta(minutes=1)
     kept = compute_killswitch(make_switch(mode="flatten", status=on.to_wire()), [], later).status
     assert kept.engaged_at == NOW
@@ -79,7 +112,9 @@ def test_engaged_at_is_set_kept_and_cleared() -> None:
     assert off.max_ack_latency_ms is None
     assert cond(off, "Engaged") == ("False", "Off")
     assert [e.reason for e in killswitch_events(kept, off, KillMode.OFF)] == ["KillSwitchReleased"]
-    assert [e.reason for e in killswitch_events(off, on, KillMode.HALT_ALL)] == ["KillSwitchEngaged"]
+    # Engaged again over no bot at all: it says so (a typo in a selector must not look green).
+    assert [e.reason for e in killswitch_events(off, on, KillMode.HALT_ALL)] == ["KillSwitchEngaged",
+                                                                               "NoBotsMatched"]
 
 
 def test_all_acknowledged_is_reported_once() -> None:
@@ -278,3 +313,140 @@ def test_metrics_pass_promtool_check() -> None:
     proc = subprocess.run(["promtool", "check", "metrics"], input=metrics_text(), capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ ack latency
+
+
+def test_spec_change_time_is_the_newest_managed_fields_entry_owning_spec() -> None:
+    t0, t1 = NOW - dt.timedelta(hours=1), NOW - dt.timedelta(seconds=5)
+    ks = with_managed_fields(
+        make_switch(mode="close_only"),
+        entry("kubectl-client-side-apply", t0, {"f:metadata": {"f:annotations": {}}, "f:spec": {"f:reason": {}}}),
+        entry("kubectl-patch", t1, SPEC_MODE),
+        entry("tradewarden-operator", NOW, {"f:status": {"f:matched": {}}}, subresource="status"),  # status only
+        entry("kubectl-label", NOW, {"f:metadata": {"f:labels": {}}}),  # not the spec
+    )
+    assert spec_changed_at(ks) == t1
+    assert spec_changed_at(make_switch(mode="close_only")) is None
+    assert spec_changed_at(with_managed_fields(make_switch(), {"time": "junk", "fieldsV1": "x"}, "x")) is None
+
+
+def test_the_cache_keeps_a_switchs_spec_change_times_and_nothing_else_of_managed_fields() -> None:
+    t1 = NOW - dt.timedelta(seconds=5)
+    body = with_managed_fields(make_switch(mode="close_only"), entry("kubectl-patch", t1, SPEC_MODE),
+                               entry("tradewarden-operator", NOW, {"f:status": {}}, subresource="status")).to_wire()
+    body["kind"] = "KillSwitch"
+    cached = slim(body)
+    assert cached["metadata"]["managedFields"] == [
+        {"manager": "kubectl-patch", "operation": "Update", "time": stamp(t1), "fieldsType": "FieldsV1",
+         "fieldsV1": {"f:spec": {}}}]
+    assert spec_changed_at(KillSwitch.model_validate(cached)) == t1
+    bot = {"kind": "TradingBot", "metadata": {"name": "a", "managedFields": body["metadata"]["managedFields"]}}
+    assert "managedFields" not in slim(bot)["metadata"]
+
+
+def test_latency_counts_from_the_spec_change_not_from_when_the_operator_noticed() -> None:
+    # The operator was down for an hour: the switch was patched at CHANGED (the API server records
+    # 12:00:00 for a patch at 12:00:00.6), runners acked 0.34 s later, the operator sees it all at once.
+    changed = NOW
+    acks_at = [NOW + dt.timedelta(milliseconds=600 + 250), NOW + dt.timedelta(milliseconds=600 + 340)]
+    ks = spec_changed(make_switch(mode="halt_all", generation=2, namespaces=["ns"],
+                                  status=compute_killswitch(make_switch(namespaces=["ns"]), [], NOW).status.to_wire()),
+                      changed)
+    bots = fleet(("a", runner(acks=ack(2, "halt_all", acks_at[0]))), ("b", runner(acks=ack(2, "halt_all", acks_at[1]))))
+    noticed = NOW + dt.timedelta(hours=1)
+    st = compute_killswitch(ks, bots, noticed).status
+    # An upper bound: the true latency (0.34 s) plus the fraction of a second the record drops (0.6 s).
+    assert st.max_ack_latency_ms == pytest.approx(940.0)
+    assert 340.0 <= st.max_ack_latency_ms < 340.0 + 1000.0
+    assert st.engaged_at == changed  # the engagement began when the spec changed, not when noticed
+    assert cond(st, "Acknowledged") == ("True", "AllAcknowledged")
+    events = {e.reason: e for e in killswitch_events(ks.status, st, KillMode.HALT_ALL)}
+    # The Event quotes the very number status records.
+    assert "slowest ack 940 ms after the spec change" in events["KillSwitchAcknowledged"].message
+    again = compute_killswitch(with_managed_fields(
+        make_switch(mode="halt_all", generation=2, namespaces=["ns"], status=st.to_wire()),
+        entry("kubectl-patch", changed, SPEC_MODE)), bots, noticed + dt.timedelta(minutes=1))
+    assert killswitch_status_patch(st, again.status) is None  # measured once, the same on every reconcile
+
+
+@pytest.mark.parametrize(("changed", "acks", "expected"), [
+    (NOW, [NOW + dt.timedelta(milliseconds=12.34)], 12.3),
+    (NOW, [NOW, NOW + dt.timedelta(seconds=2)], 2000.0),
+    (None, [NOW], None),                                    # no record of the change: no figure
+    (NOW, [], None),
+    (NOW, [NOW - dt.timedelta(seconds=1), NOW + dt.timedelta(seconds=1)], None),  # an ack before the change
+])
+def test_ack_latency_is_an_upper_bound_or_nothing(changed: dt.datetime | None, acks: list[dt.datetime],
+                                                 expected: float | None) -> None:
+    assert ack_latency_ms(changed, acks) == expected
+
+
+def test_each_generation_is_acknowledged_once() -> None:
+    # The operator was down across a second spec change (close_only -> halt_all, generation 3 -> 4) and
+    # the runners acknowledged it before it came back: the new generation still gets its Event.
+    base = make_switch(mode="close_only", generation=3, namespaces=["ns"], status={"engagedAt": NOW.isoformat()})
+    gen3 = compute_killswitch(spec_changed(base, NOW), fleet(("a", runner(acks=ack(3)))), NOW).status
+    later = NOW + dt.timedelta(minutes=5)
+    ks4 = spec_changed(make_switch(mode="halt_all", generation=4, namespaces=["ns"], status=gen3.to_wire()), later)
+    gen4 = compute_killswitch(ks4, fleet(("a", runner(acks=ack(4, "halt_all", later + dt.timedelta(seconds=0.2))))),
+                              later + dt.timedelta(minutes=1)).status
+    assert cond(gen4, "Acknowledged") == ("True", "AllAcknowledged")
+    assert gen4.max_ack_latency_ms == pytest.approx(200.0)
+    assert [e.reason for e in killswitch_events(gen3, gen4, KillMode.HALT_ALL)] == ["KillSwitchAcknowledged"]
+    assert killswitch_events(gen4, gen4, KillMode.HALT_ALL) == []
+
+
+# ------------------------------------------------------------------------------------------ no bot matched
+
+
+def test_an_engaged_switch_that_matches_no_bot_says_so() -> None:
+    ks = make_switch(name="prod-brake", mode="close_only", namespaces=["prod"], match_labels={"team": "fx"},
+                     status=compute_killswitch(make_switch(name="prod-brake", namespaces=["prod"]), [], NOW)
+                     .status.to_wire())
+    bots = fleet(("a", runner()), namespace="production", labels={"team": "fx"})
+    plan = compute_killswitch(ks, bots, NOW)
+    st = plan.status
+    assert cond(st, "Engaged") == ("True", "Engaged")
+    assert cond(st, "Acknowledged") == ("False", "NoBotsMatched")
+    message = get_condition(st.conditions, "Acknowledged").message  # type: ignore[union-attr]
+    assert "namespaces prod" in message
+    assert "team=fx" in message
+    assert "none of the 1 TradingBots" in message
+    assert "check spec.selector.namespaces" in message
+    assert "spec.selector.botSelector" in message
+    # MATCHED shows 0, not an empty cell: the field is written, and written as 0.
+    assert st.to_wire()["matched"] == 0
+    patch = killswitch_status_patch(ks.status, st)
+    assert patch is not None
+    assert patch["status"]["matched"] == 0
+    events = killswitch_events(ks.status, st, KillMode.CLOSE_ONLY)
+    assert [(e.type, e.reason) for e in events] == [("Warning", "KillSwitchEngaged"), ("Warning", "NoBotsMatched")]
+    assert events[1].message == message
+    # Once per flip: the next reconcile, with nothing changed, says nothing.
+    settled = make_switch(name="prod-brake", mode="close_only", namespaces=["prod"], match_labels={"team": "fx"},
+                          status=st.to_wire())
+    again = compute_killswitch(settled, bots, NOW + dt.timedelta(seconds=30)).status
+    assert killswitch_status_patch(settled.status, again) is None
+    assert killswitch_events(st, again, KillMode.CLOSE_ONLY) == []
+    # The selector fixed: the bot is matched, and acknowledges.
+    fixed = make_switch(name="prod-brake", mode="close_only", generation=2, namespaces=["production"],
+                        status=st.to_wire())
+    ok = compute_killswitch(fixed, fleet(("a", runner(acks={"prod-brake": KillAck(
+        generation=2, mode=KillMode.CLOSE_ONLY, at=NOW)})), namespace="production"), NOW).status
+    assert cond(ok, "Acknowledged") == ("True", "AllAcknowledged")
+    assert ok.matched == 1
+
+
+def test_a_switch_that_is_off_and_matches_nothing_is_quiet() -> None:
+    st = compute_killswitch(make_switch(mode="off", namespaces=["nowhere"]), fleet(("a", runner())), NOW).status
+    assert cond(st, "Acknowledged") == ("True", "NoMatchedBots")
+    assert killswitch_events(make_switch().status, st, KillMode.OFF) == []
+
+
+def test_no_bots_at_all_is_named() -> None:
+    st = compute_killswitch(make_switch(mode="halt_all"), [], NOW).status
+    message = get_condition(st.conditions, "Acknowledged").message  # type: ignore[union-attr]
+    assert "selector (empty: every bot)" in message
+    assert "there are no TradingBots at all" in message

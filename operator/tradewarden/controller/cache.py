@@ -33,15 +33,36 @@ IDX_OWNED: dict[str, str] = {
 }
 
 
+#: Kinds whose cached copy keeps when each manager last changed the spec: a KillSwitch's acknowledgement
+#: latency is measured from the API server's record of its spec change (controller.switches.spec_changed_at).
+SPEC_TIMES_KINDS = frozenset({"KillSwitch"})
+
+
 def slim(body: Mapping[str, Any]) -> Manifest:
-    """A private copy of a watched object without ``managedFields`` (large, and never compared)."""
+    """A private copy of a watched object without ``managedFields`` (large, and never compared).
+
+    For :data:`SPEC_TIMES_KINDS` the entries that own ``f:spec`` stay, trimmed to their manager,
+    operation and time (and ``fieldsV1`` to ``{"f:spec": {}}``): a few bytes per manager."""
     out: Manifest = {}
     for key, value in body.items():
         if key == "metadata":
             out[key] = {k: _copy(v) for k, v in value.items() if k != "managedFields"}
+            if body.get("kind") in SPEC_TIMES_KINDS:
+                out[key]["managedFields"] = _spec_writes(value.get("managedFields"))
         else:
             out[key] = _copy(value)
     return out
+
+
+def _spec_writes(entries: Any) -> list[dict[str, Any]]:
+    kept: list[dict[str, Any]] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, Mapping) and not entry.get("subresource") and \
+                isinstance(entry.get("fieldsV1"), Mapping) and "f:spec" in entry["fieldsV1"]:
+            kept.append({"manager": entry.get("manager"), "operation": entry.get("operation"),
+                         "time": entry.get("time"), "fieldsType": entry.get("fieldsType"),
+                         "fieldsV1": {"f:spec": {}}})
+    return kept
 
 
 def _copy(value: Any) -> Any:

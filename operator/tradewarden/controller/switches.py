@@ -9,6 +9,18 @@ Acknowledgements are matched on the switch's ``metadata.generation`` (see ``Kill
 :mod:`tradewarden.api.runtime`): the resourceVersion changes every time the operator records status,
 the generation only when a human (or a trigger) changes the spec.
 
+Acknowledgement latency (``status.maxAckLatencyMs``, and the same figure in the
+``KillSwitchAcknowledged`` Event) is measured from when the spec changed *as the API server recorded it*,
+never from when the operator noticed: the operator may have been down while runners braked on their own
+(invariant 3). The API server records that moment in ``metadata.managedFields``: the entry owning
+``f:spec`` with the newest ``time`` (:func:`spec_changed_at`). Those times have whole-second precision,
+truncated, so the true change happened in ``[time, time + 1 s)`` and the figure is an upper bound that
+overstates by less than one second, never an understatement. It compares the runner's clock (the ack's
+``at``) with the API server's; an ack that seems to precede the change it answers gives no figure at all.
+
+A switch that is engaged but matches no bot is not acknowledged (``NoBotsMatched``): a selector with a
+typo must not look green.
+
 Fleet drawdown is computed over the matched bots' Lease telemetry: aggregate equity against the peak of
 that aggregate, kept in ``status.fleetEquityPeak``. The peak is only meaningful for a fixed set of bots,
 so it restarts from the current equity whenever the matched set changes, when not every matched runner
@@ -24,11 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tradewarden.api.conditions import ConditionStatus, get_condition, set_condition
-from tradewarden.api.killswitch import KillSwitch, KillSwitchStatus
+from tradewarden.api.killswitch import KillSwitch, KillSwitchSelector, KillSwitchStatus
 from tradewarden.api.runtime import canonical_json
 from tradewarden.api.selectors import selector_matches
 from tradewarden.api.tradingbot import KILL_STRENGTH, KillMode
-from tradewarden.controller.leases import RunnerObservation
+from tradewarden.controller.leases import RunnerObservation, parse_time
 from tradewarden.controller.status import EventSpec, normalize_json
 
 KS_OWNED_FIELDS = ("observedGeneration", "conditions", "engagedAt", "triggeredBy", "matched", "acknowledged",
@@ -70,6 +82,76 @@ def matched_bots(ks: KillSwitch, bots: Sequence[FleetBot]) -> list[FleetBot]:
 def _named(keys: Sequence[str]) -> str:
     head = ", ".join(keys[:MAX_NAMED])
     return head + (f" and {len(keys) - MAX_NAMED} more" if len(keys) > MAX_NAMED else "")
+
+
+def spec_changed_at(ks: KillSwitch) -> dt.datetime | None:
+    """When the switch's spec last changed, as the API server recorded it; None when it did not say.
+
+    The ``metadata.managedFields`` entry whose ``fieldsV1`` owns ``f:spec`` with the newest ``time``: the
+    API server moves a manager's ``time`` only when that manager's write changed a field, so this is the
+    last write that changed the spec (of any manager, the operator's own trigger engagements included).
+    Status writes are entries of the ``status`` subresource and own ``f:status`` only. Whole seconds,
+    truncated (RFC 3339 as the API server writes it): the change happened within the second after.
+    """
+    entries = (ks.metadata.model_extra or {}).get("managedFields")
+    newest: dt.datetime | None = None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or entry.get("subresource"):
+            continue
+        fields = entry.get("fieldsV1")
+        if not isinstance(fields, dict) or "f:spec" not in fields:
+            continue
+        when = parse_time(entry.get("time"))
+        if when is not None and (newest is None or when > newest):
+            newest = when
+    return newest
+
+
+def ack_latency_ms(changed: dt.datetime | None, acks: Sequence[dt.datetime]) -> float | None:
+    """The slowest acknowledgement in milliseconds after the spec change ``changed``, or None.
+
+    ``changed`` is whole seconds, truncated (see :func:`spec_changed_at`), so the figure overstates the
+    true latency by less than one second and never understates it. An ack earlier than ``changed`` cannot
+    answer that change: either the recorded time is not the spec change's (the same manager later changed
+    something else, which moved its entry's time) or the runner's clock is behind the API server's. Either
+    way there is no honest figure, so there is none.
+    """
+    if changed is None or not acks or min(acks) < changed:
+        return None
+    return round((max(acks) - changed).total_seconds() * 1000.0, 1)
+
+
+def format_ms(value: float) -> str:
+    """A latency as status shows it (``340``, ``3581.9``): the Event quotes the very same number."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def describe_selector(selector: KillSwitchSelector) -> str:
+    """The selector in words, for a message: ``namespaces prod, stage; labels team=a; tier In (x, y)``."""
+    parts: list[str] = []
+    if selector.namespaces:
+        parts.append(f"namespaces {_named(selector.namespaces)}")
+    labels = [f"{k}={v}" for k, v in sorted(selector.bot_selector.match_labels.items())]
+    for req in selector.bot_selector.match_expressions:
+        values = f" ({_named(req.values)})" if req.values else ""
+        labels.append(f"{req.key} {req.operator.value}{values}")
+    if labels:
+        parts.append(f"labels {_named(labels)}")
+    return "; ".join(parts) or "empty: every bot"
+
+
+def _no_bots_message(ks: KillSwitch, fleet_size: int) -> str:
+    selector = ks.spec.selector
+    where = ("there are no TradingBots at all" if fleet_size == 0 else
+             f"none of the {fleet_size} TradingBots matches")
+    checks = []
+    if selector.namespaces:
+        checks.append("spec.selector.namespaces against the bots' namespaces")
+    if selector.bot_selector.match_labels or selector.bot_selector.match_expressions:
+        checks.append("spec.selector.botSelector against the bots' labels")
+    what = " and ".join(checks) or "that the bots exist"
+    return (f"{ks.spec.mode.value} brakes no bot: the selector ({describe_selector(selector)}) matches nothing, "
+            f"{where}; check {what} (kubectl get tradingbots -A --show-labels)")
 
 
 def _acked(ks: KillSwitch, bot: FleetBot) -> bool:
@@ -128,11 +210,12 @@ def compute_killswitch(ks: KillSwitch, bots: Sequence[FleetBot], now: dt.datetim
     acked = [b for b in matched if _acked(ks, b)]
     pending = [b.key for b in matched if not _acked(ks, b)]
 
-    engaged_at = (previous.engaged_at or now) if engaged else None
-    latency: float | None = None
-    if engaged and engaged_at is not None and acked:
-        worst = max((b.runner.kill_acks[ks.metadata.name].at - engaged_at).total_seconds() for b in acked)
-        latency = round(max(worst, 0.0) * 1000.0, 1)
+    changed = spec_changed_at(ks)
+    # When the engagement began: the API server's record of the spec change when there is one (the
+    # operator may have been down), else when the operator first saw it.
+    engaged_at = (previous.engaged_at or changed or now) if engaged else None
+    latency = ack_latency_ms(changed, [b.runner.kill_acks[ks.metadata.name].at for b in acked]) if engaged \
+        else None
 
     peak, drawdown_message = _fleet_drawdown(ks, matched, released)
     trigger_message = drawdown_message or _lost_runners(ks, matched, now)
@@ -152,7 +235,10 @@ def compute_killswitch(ks: KillSwitch, bots: Sequence[FleetBot], now: dt.datetim
                                    f"{mode.value} over {len(matched)} matched bots: {why}", gen, cond_now)
     else:
         conditions = set_condition(conditions, "Engaged", False, "Off", "the switch is off", gen, cond_now)
-    if not matched:
+    if not matched and engaged:
+        conditions = set_condition(conditions, "Acknowledged", False, "NoBotsMatched",
+                                   _no_bots_message(ks, len(bots)), gen, cond_now)
+    elif not matched:
         conditions = set_condition(conditions, "Acknowledged", True, "NoMatchedBots",
                                    "no bot matches the selector", gen, cond_now)
     elif not pending:
@@ -169,6 +255,7 @@ def compute_killswitch(ks: KillSwitch, bots: Sequence[FleetBot], now: dt.datetim
         "conditions": conditions,
         "engaged_at": engaged_at,
         "triggered_by": triggered_by,
+        # Explicit even when 0: the MATCHED printer column reads it, and 0 must show as 0.
         "matched": len(matched),
         "acknowledged": len(acked),
         "matched_bots": keys,
@@ -189,6 +276,8 @@ def killswitch_status_patch(old: KillSwitchStatus, new: KillSwitchStatus) -> dic
 
 
 def killswitch_events(old: KillSwitchStatus, new: KillSwitchStatus, mode: KillMode) -> list[EventSpec]:
+    """Events for the transitions between two statuses, each once: engaged, released, all acknowledged
+    (once per generation: each spec change is acknowledged anew), and no bot matched."""
     events: list[EventSpec] = []
     T = ConditionStatus.TRUE
     was = get_condition(old.conditions, "Engaged")
@@ -200,7 +289,14 @@ def killswitch_events(old: KillSwitchStatus, new: KillSwitchStatus, mode: KillMo
     ack_was = get_condition(old.conditions, "Acknowledged")
     ack_now = get_condition(new.conditions, "Acknowledged")
     if mode != KillMode.OFF and new.matched and ack_now is not None and ack_now.status == T and \
-            (ack_was is None or ack_was.status != T or (was is not None and was.status != T)):
-        latency = f"; slowest ack {new.max_ack_latency_ms:.0f} ms" if new.max_ack_latency_ms is not None else ""
+            (ack_was is None or ack_was.status != T or (was is not None and was.status != T)
+             or ack_was.observed_generation != ack_now.observed_generation):
+        latency = ""
+        if new.max_ack_latency_ms is not None:
+            latency = (f"; slowest ack {format_ms(new.max_ack_latency_ms)} ms after the spec change (at most: "
+                       f"the API server records the change in whole seconds)")
         events.append(EventSpec("Normal", "KillSwitchAcknowledged", f"{ack_now.message}{latency}"))
+    if ack_now is not None and ack_now.reason == "NoBotsMatched" and \
+            (ack_was is None or (ack_was.status, ack_was.reason) != (ack_now.status, ack_now.reason)):
+        events.append(EventSpec("Warning", "NoBotsMatched", ack_now.message))
     return events
