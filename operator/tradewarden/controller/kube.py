@@ -37,6 +37,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from tradewarden import __version__
+from tradewarden.api.conditions import bound_message
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +268,9 @@ class Kube:
 
         Events are the audit trail a human reads in ``kubectl describe``; losing one must not fail a
         reconcile, so errors are logged, not raised. Messages never carry secret values: callers only
-        ever mention Secrets by name.
+        ever mention Secrets by name, and quote user values only as ``api.conditions.describe_value``
+        allows. The message is bounded here, the one place every Event passes (``bound_message``: 1024
+        characters and bytes, the API server's limit for an event note), so a long one is cut, not refused.
         """
         meta = involved.get("metadata", {})
         namespace = meta.get("namespace") or "default"
@@ -287,7 +290,7 @@ class Kube:
             },
             "type": type_,
             "reason": reason,
-            "message": message[:1024],
+            "message": bound_message(message),
             "source": {"component": "tradewarden-operator"},
             "reportingComponent": "tradewarden.io/operator",
             "reportingInstance": os.environ.get("HOSTNAME", "tradewarden-operator")[:128],

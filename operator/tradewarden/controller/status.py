@@ -31,7 +31,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tradewarden.api.conditions import Condition, ConditionStatus, get_condition, set_condition
+from tradewarden.api.conditions import (
+    MAX_MESSAGE,
+    Condition,
+    ConditionStatus,
+    bound_message,
+    echoable,
+    get_condition,
+    list_problems,
+    set_condition,
+)
 from tradewarden.api.runtime import canonical_json, lease_name, sha256_hex
 from tradewarden.api.strategyconfig import (
     StrategyConfig,
@@ -53,7 +62,13 @@ from tradewarden.controller import gate
 from tradewarden.controller.builders import BotPlan, ValidConfig
 from tradewarden.controller.leases import RunnerObservation
 from tradewarden.controller.ramp import ADVANCE, PAUSE, RESET, RESUME, START
-from tradewarden.strategies import StrategyLayerError, get_strategy, validate_params
+from tradewarden.strategies import (
+    StrategyLayerError,
+    StrategyParamsError,
+    UnknownStrategyError,
+    get_strategy,
+    validate_params,
+)
 
 #: Condition types of a TradingBot, in the order they are first listed.
 BOT_CONDITIONS = ("Ready", "ConfigValid", "ConfigApplied", "RunnerHealthy", "ReplayVerified",
@@ -161,7 +176,11 @@ def _config_valid(source: ConfigSource, plan: BotPlan) -> _Verdict:
     if not source.valid_now:
         tail = (f"; the runner keeps the last valid config {short_hash(plan.config_hash)}" if plan.runtime
                 else "; no valid config has been seen yet, so nothing runs")
-        return _Verdict(False, "StrategyConfigInvalid", f"StrategyConfig {source.name}: {source.problem}{tail}")
+        head = f"StrategyConfig {source.name}: "
+        # The StrategyConfig's own message is bounded already; bound it again here so that what this bot
+        # adds around it (above all, what the runner does meanwhile) survives the cut.
+        problem = bound_message(source.problem, MAX_MESSAGE - len(head) - len(tail))
+        return _Verdict(False, "StrategyConfigInvalid", f"{head}{problem}{tail}")
     assert plan.runtime is not None
     strategy = plan.runtime.strategy
     return _Verdict(True, "Valid", f"StrategyConfig {source.name}: {strategy.key} {strategy.version}, "
@@ -177,7 +196,8 @@ def _config_applied(plan: BotPlan, runner: RunnerObservation) -> _Verdict:
     if not runner.applied_hash:
         return _Verdict(False, "NotReported", "the runner has not reported an applied config yet")
     if runner.rejected:
-        return _Verdict(False, "Rejected", f"the runner rejected config {short_hash(want)}: {runner.rejected[:512]}")
+        return _Verdict(False, "Rejected", f"the runner rejected config {short_hash(want)}: "
+                                           f"{bound_message(runner.rejected, 512)}")
     return _Verdict(False, "Pending", f"the runner runs config {short_hash(runner.applied_hash)}, "
                                       f"the ConfigMap has {short_hash(want)}")
 
@@ -342,15 +362,30 @@ def _cond_status(conditions: Sequence[Condition], type_: str) -> ConditionStatus
     return cond.status if cond else None
 
 
+def phase_message(status: TradingBotStatus) -> str:
+    """What the phase ``status`` is in means, from the condition that decided it.
+
+    Outside Running, ``Ready`` carries the phase chain's own reason and message (see :func:`_phase`).
+    In Running, ``Ready`` may still be False for a reason that is not the phase's (the config is not
+    applied yet): the phase is then described by what makes it Running, a healthy runner. An Event about
+    entering a phase must describe that phase, never what held the bot back before."""
+    ready = get_condition(status.conditions, "Ready")
+    if status.phase == BotPhase.RUNNING and (ready is None or ready.status != ConditionStatus.TRUE):
+        healthy = get_condition(status.conditions, "RunnerHealthy")
+        return healthy.message if healthy else "the runner is healthy"
+    return ready.message if ready else ""
+
+
 def bot_events(old: TradingBotStatus, new: TradingBotStatus) -> list[EventSpec]:
-    """Events for the transitions between two statuses: one reason per kind of transition."""
+    """Events for the transitions between two statuses: one reason per kind of transition.
+
+    Every message describes the state *entered* (the new status's conditions), never the one left."""
     events: list[EventSpec] = []
     T = ConditionStatus.TRUE
     if old.phase != new.phase:
-        ready = get_condition(new.conditions, "Ready")
         bad = new.phase in (BotPhase.DEGRADED, BotPhase.INVALID, BotPhase.HALTED)
         events.append(EventSpec("Warning" if bad else "Normal", "PhaseChanged",
-                                f"{old.phase.value} -> {new.phase.value}: {ready.message if ready else ''}"))
+                                f"{old.phase.value} -> {new.phase.value}: {phase_message(new)}"))
     if old.effective_mode != new.effective_mode:
         promoted = get_condition(new.conditions, "Promoted")
         events.append(EventSpec("Normal", "ModeChanged",
@@ -467,18 +502,37 @@ def next_bot_check(bot: TradingBot, plan: BotPlan, runner: RunnerObservation, no
 # ----------------------------------------------------------------------------------------- StrategyConfig
 
 
+def _params_problems(exc: StrategyLayerError, prefix: str = "") -> str:
+    """The params problems as one bounded message: the first few, then "and N more" (a config with
+    hundreds of unknown keys must still get a status the API server accepts)."""
+    if isinstance(exc, StrategyParamsError):
+        return list_problems([f"{prefix}{path}: {problem}" for path, problem in exc.problems])
+    return bound_message(f"{prefix}{exc}")
+
+
+def _unknown_strategy(exc: UnknownStrategyError) -> str:
+    """The registry's "Invalid strategy key: X", X shown only when it may be (see ``echoable``)."""
+    known = ", ".join(exc.known)
+    if echoable(exc.key):
+        return bound_message(f"spec.strategy: Invalid strategy key: {exc.key} (known: {known})")
+    return bound_message(f"spec.strategy: Invalid strategy key (the value is not shown: not a short lowercase "
+                         f"word); known keys: {known}")
+
+
 def _validate_spec(spec: StrategyConfigSpec) -> tuple[dict[str, Any] | None, StrategyInfoStatus | None, str, str]:
     """(validSpec, strategy metadata, reason, message): the registry's verdict on a spec."""
     try:
         info = get_strategy(spec.strategy)
+    except UnknownStrategyError as exc:
+        return None, None, "UnknownStrategy", _unknown_strategy(exc)
     except StrategyLayerError as exc:
-        return None, None, "UnknownStrategy", f"spec.strategy: {exc}"
+        return None, None, "UnknownStrategy", f"spec.strategy: {bound_message(str(exc))}"
     metadata = StrategyInfoStatus(name=info.name, description=info.description, version=info.version,
                                   risk_level=info.risk_level, session_preference=info.session_preference)
     try:
         params = validate_params(spec.strategy, spec.params).model_dump(mode="json")
     except StrategyLayerError as exc:
-        return None, metadata, "InvalidParams", str(exc)
+        return None, metadata, "InvalidParams", _params_problems(exc)
     # Each mode overlay's params are merged over the base params by the runner: validate the merge now,
     # so switching modes can never hand the strategy params it refuses.
     for mode_name in ("primary", "fallback", "conservative", "flat"):
@@ -488,7 +542,7 @@ def _validate_spec(spec: StrategyConfigSpec) -> tuple[dict[str, Any] | None, Str
         try:
             validate_params(spec.strategy, {**params, **overlay.params})
         except StrategyLayerError as exc:
-            return None, metadata, "InvalidParams", f"modes.{mode_name}: {exc}"
+            return None, metadata, "InvalidParams", _params_problems(exc, f"modes.{mode_name}: ")
     valid = spec.to_wire()
     valid["params"] = params
     if not valid.get("instruments"):
