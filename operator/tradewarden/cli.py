@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--reviewers", default=None, metavar="FILE",
                     help="YAML list of external (language-model) reviewers for the promotion gate's consensus: "
                          "name, url, model, timeoutSeconds, apiKeySecretRef {namespace, name, key}.")
+    op.add_argument("--ledger-namespace", default=None,
+                    help="The operator's own namespace: its gate ledger, its signing key and the verifying key "
+                         "runners read (default: $TRADEWARDEN_LEDGER_NAMESPACE, $POD_NAMESPACE, "
+                         "tradewarden-system). Bot authors must not be able to write there.")
     op.add_argument("--verbose", action="store_true")
 
     rn = sub.add_parser("runner", help="Run one bot.")
@@ -38,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("--metrics-port", type=int, default=9100, help="Port of /metrics and /healthz (0: off).")
     rn.add_argument("--kubeconfig", default=None, help="Kubeconfig (default: in-cluster, then $KUBECONFIG).")
     rn.add_argument("--tick-seconds", type=float, default=None, help="Override the polling interval.")
+    rn.add_argument("--gate-key", default=None, metavar="NAMESPACE/NAME",
+                    help="The ConfigMap with the operator's verifying key, in the operator's namespace (default: "
+                         "$TRADEWARDEN_GATE_KEY, then tradewarden-system/tradewarden-gate-key). Live "
+                         "permissions not signed by that key are refused.")
 
     em = sub.add_parser("emulator", help="Run the local exchange emulator.")
     em.add_argument("rest", nargs=argparse.REMAINDER)

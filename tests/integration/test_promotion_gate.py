@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from support.kube import Cluster
-from support.operator import OperatorProcess, strategy_config
+from support.operator import OperatorProcess, condition, strategy_config
 from support.promotion import (
     bot_of,
     event_reasons,
@@ -109,7 +109,7 @@ def assert_paper(cluster: Cluster, bot: dict[str, Any], promoted_reason: str) ->
     runtime = runtime_of(cluster, ns, name)
     assert runtime is not None
     assert runtime.effective_mode.value == "paper"
-    assert not runtime.live_permitted()
+    assert not runtime.gate_hash_matches()
     assert runtime.capital.live_capital == 0.0
 
 
@@ -120,7 +120,7 @@ def assert_live(cluster: Cluster, bot: dict[str, Any], step: int, amount: float)
     runtime = runtime_of(cluster, ns, name)
     assert runtime is not None
     assert runtime.effective_mode.value == "live"
-    assert runtime.live_permitted()
+    assert runtime.gate_hash_matches()
     assert runtime.gate_replay_hash == bot["status"]["replay"]["resultHash"]
     assert runtime.gate_consensus_hash == bot["status"]["consensus"]["evidenceHash"]
     assert runtime.capital.live_capital == amount
@@ -261,10 +261,12 @@ def test_duplicate_and_stale_votes_do_not_count(cluster: Cluster, operator: Oper
     patched = {**consensus, "votes": [*consensus["votes"], stale_vote]}
     cluster.kubectl("patch", "tb", "twins", "-n", ns, "--subresource=status", "--type=merge",
                     "-p", json.dumps({"status": {"consensus": patched}}))
-    time.sleep(2)
-    bot = bot_of(cluster, ns, "twins")
-    assert len(bot["status"]["consensus"]["votes"]) == len(consensus["votes"]) + 1
+    # The gate never reads a status written by hand: the ledger's record comes back, the edit is reported.
+    bot = until(operator, lambda: (b := bot_of(cluster, ns, "twins"))["status"]["consensus"]["votes"] ==
+                consensus["votes"] and condition(b, "Intact").get("reason") == "StatusTampered" and b,
+                "the hand-written vote to be replaced by the ledger's record")
     assert reason(bot, "ConsensusApproved") == "Approved"
+    assert bot["status"]["killMode"] == "off"
     assert_live(cluster, bot, 0, 100.0)
     # The key reached the reviewers' Authorization header and nothing else.
     assert {s.authorization for s in server.seen if s.bot == "twins"} == {f"Bearer {CANARY}"}

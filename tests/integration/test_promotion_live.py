@@ -122,7 +122,7 @@ def test_a_bot_earns_live_on_its_own_evidence_climbs_the_ramp_and_falls_back_on_
             assert step in seen, sorted(seen)
             bot, runtime = seen[step]["bot"], seen[step]["runtime"]
             assert bot["status"]["capital"]["amount"] == STEPS[step]
-            assert runtime.live_permitted()
+            assert runtime.gate_hash_matches()
             assert runtime.capital.live_capital == STEPS[step]
             assert runtime.gate_replay_hash == bot["status"]["replay"]["resultHash"]
             assert bot["status"]["replay"]["passed"] is True
@@ -163,7 +163,7 @@ def test_a_bot_earns_live_on_its_own_evidence_climbs_the_ramp_and_falls_back_on_
         runtime = runtime_of(cluster, ns, "climber")
         assert runtime is not None
         assert runtime.effective_mode.value == "paper"
-        assert not runtime.live_permitted()
+        assert not runtime.gate_hash_matches()
         assert runtime.capital.live_capital == 0.0
         until(operator, lambda: (t := env.telemetry()) is not None and t.effective_mode.value == "paper",
               "the runner back on paper")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 from tradewarden.api.market import Candle
 from tradewarden.api.runtime import RuntimeConfig, RuntimeStrategy, compute_config_hash, compute_gate_hash
 from tradewarden.api.tradingbot import ExchangeSpec, RiskLimits
+from tradewarden.controller.keys import GateSigner
+
+#: The operator's key in unit tests: live configs made here are signed with it, as the operator signs.
+TEST_SIGNER = GateSigner.generate("tw-test")
+_ISSUED = itertools.count(1_800_000_000_000)
 
 
 def make_runtime(namespace: str = "ns", bot: str = "bot", *, strategy: str = "momentum",
@@ -15,7 +21,8 @@ def make_runtime(namespace: str = "ns", bot: str = "bot", *, strategy: str = "mo
                  params: dict[str, Any] | None = None, mode: str = "paper", risk: dict[str, Any] | None = None,
                  api_url: str | None = None, live_capital: float = 0.0, paper_balance: float = 10000.0,
                  **fields: Any) -> RuntimeConfig:
-    """A runtime config as the operator would write it; live mode gets a valid gate hash."""
+    """A runtime config as the operator would write it; live mode gets a valid gate hash and is signed
+    with :data:`TEST_SIGNER` (``signed=False`` leaves it unsigned, ``signed=True`` signs a paper one)."""
     strat = RuntimeStrategy(key=strategy, instruments=list(instruments), timeframe=timeframe,
                             params=params or {}, **fields.pop("strategy_fields", {}))
     limits = RiskLimits.model_validate(risk or {})
@@ -27,9 +34,11 @@ def make_runtime(namespace: str = "ns", bot: str = "bot", *, strategy: str = "mo
         gate = {"gate_replay_hash": "r1", "gate_consensus_hash": "c1",
                 "gate_hash": compute_gate_hash(config_hash, "r1", "c1")}
     fields.setdefault("bot_uid", f"uid-{namespace}-{bot}")
-    return RuntimeConfig(namespace=namespace, bot=bot, config_hash=config_hash,
-                         requested_mode=mode, effective_mode=mode, strategy=strat, exchange=exchange, risk=limits,
-                         capital={"paper_balance": paper_balance, "live_capital": live_capital}, **gate, **fields)
+    signed = bool(fields.pop("signed", mode == "live"))
+    runtime = RuntimeConfig(namespace=namespace, bot=bot, config_hash=config_hash,
+                            requested_mode=mode, effective_mode=mode, strategy=strat, exchange=exchange, risk=limits,
+                            capital={"paper_balance": paper_balance, "live_capital": live_capital}, **gate, **fields)
+    return TEST_SIGNER.sign(runtime, next(_ISSUED)) if signed else runtime
 
 
 def trending_candles(n: int, start: float = 100.0, step: float = 0.2, t0: int = 1_700_000_000_000,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from support.kube import REPO, Cluster
-from tradewarden.api.runtime import ANN_APPLIED_HASH, ANN_KILL_ACKS, ANN_TELEMETRY
+from tradewarden.api.runtime import ANN_APPLIED_HASH, ANN_KILL_ACKS, ANN_TELEMETRY, GATE_KEY_CONFIGMAP
 from tradewarden.controller.kube import LEASES, USER_AGENT, Kube
 
 TRADEWARDEN = REPO / ".venv" / "bin" / "tradewarden"
@@ -38,6 +38,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def ledger_namespace_of_prefix(prefix: str) -> str:
+    """The operator namespace of the test operator whose bots live in ``<prefix>-*`` namespaces."""
+    return f"{prefix}-system"
 
 
 def new_prefix() -> str:
@@ -56,6 +61,14 @@ class OperatorProcess:
     starts: int = 0
 
     @property
+    def ledger_namespace(self) -> str:
+        return ledger_namespace_of_prefix(self.prefix)
+
+    @property
+    def gate_key_ref(self) -> str:
+        return f"{self.ledger_namespace}/{GATE_KEY_CONFIGMAP}"
+
+    @property
     def log_path(self) -> pathlib.Path:
         return self.workdir / f"operator-{self.starts}.log"
 
@@ -66,9 +79,12 @@ class OperatorProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it for its lifetime
         env = dict(os.environ, KUBECONFIG=self.cluster.kubeconfig, PYTHONUNBUFFERED="1",
                    TRADEWARDEN_INSTANCE=self.prefix)
+        # The operator's own namespace (its gate ledger and keys), as the chart's release namespace.
+        self.cluster.kubectl("create", "namespace", self.ledger_namespace, check=False)
         self.proc = subprocess.Popen(
             [str(TRADEWARDEN), "operator", "--metrics-port", str(self.port), "--namespace", f"{self.prefix}-*",
-             "--runner-image", "tradewarden/runner:test", *self.extra_args],
+             "--runner-image", "tradewarden/runner:test", "--ledger-namespace", self.ledger_namespace,
+             *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         log.close()
         deadline = time.monotonic() + timeout

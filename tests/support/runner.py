@@ -24,11 +24,14 @@ from typing import Any
 import yaml
 
 from support.kube import Cluster, poll
+from support.operator import ledger_namespace_of_prefix
 from tradewarden.api.runtime import (
     ANN_APPLIED_HASH,
     ANN_KILL_ACKS,
     ANN_REJECTED,
     ANN_TELEMETRY,
+    GATE_KEY_CONFIGMAP,
+    GATE_KEY_ENV,
     RuntimeConfig,
     Telemetry,
     lease_name,
@@ -152,7 +155,10 @@ class BotEnv:
         self.runners: list[RunnerProcess] = []
         self.proxy: TcpProxy | None = None
         self.crb = ""
+        #: The operator's verifying key for this runner (a test operator's namespace), if an operator runs.
+        self.gate_key = ""
         if operator_managed:
+            self.gate_key = f"{ledger_namespace_of_prefix(namespace.split('-', 1)[0])}/{GATE_KEY_CONFIGMAP}"
             # A running operator owns the bot's objects: wait for the ServiceAccount it creates.
             self.bot = TradingBot.model_validate(cluster.get_json("tb", name, "-n", namespace))
             cluster.wait_for(lambda: cluster.kubectl("get", "sa", runner_account_name(name), "-n", namespace,
@@ -209,6 +215,8 @@ class BotEnv:
         log = self.workdir / f"runner-{len(self.runners)}.log"
         environ = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         environ.update({"TRADEWARDEN_HEARTBEAT_SECONDS": "1", **(env or {})})
+        if self.gate_key:
+            environ.setdefault(GATE_KEY_ENV, self.gate_key)
         proc = subprocess.Popen(
             [str(VENV_BIN / "tradewarden"), "runner", "--bot", f"{self.namespace}/{self.name}",
              "--journal", str(self.workdir / "journal"), "--metrics-port", str(port),

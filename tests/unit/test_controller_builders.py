@@ -112,7 +112,11 @@ def test_runner_pod_shape() -> None:
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
     pod = sts["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["command"] == ["tradewarden", "runner", "--bot", "ns/bot", "--journal", "/var/lib/tradewarden"]
+    assert container["command"] == ["tradewarden", "runner", "--bot", "ns/bot", "--journal", "/var/lib/tradewarden",
+                                    "--gate-key", "tradewarden-system/tradewarden-gate-key"]
+    # The runner reports its pod, so the operator can tell a Lease renewed by another writer.
+    assert {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]} == \
+        {"POD_NAME": "metadata.name", "POD_UID": "metadata.uid"}
     assert container["image"] == "tradewarden/runner:unit"
     assert pod["serviceAccountName"] == "bot-runner"
     for probe in ("livenessProbe", "readinessProbe"):
@@ -241,7 +245,7 @@ def test_live_without_evidence_runs_paper_in_the_configmap() -> None:
     assert runtime.requested_mode.value == "live"
     assert runtime.effective_mode.value == "paper"
     assert runtime.gate_hash == ""
-    assert not runtime.live_permitted()
+    assert not runtime.gate_hash_matches()
     assert decision.reason == "ReplayMissing"
 
 

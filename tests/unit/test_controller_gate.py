@@ -331,7 +331,7 @@ def test_promotion_puts_the_first_step_into_the_runtime_config_and_the_status() 
     bot = green()
     new, plan = reconcile(bot)
     assert plan.runtime.effective_mode.value == "live"
-    assert plan.runtime.live_permitted()
+    assert plan.runtime.gate_hash_matches()
     assert plan.runtime.capital.live_capital == 100.0
     assert new.capital == CapitalStatus(step=0, amount=100.0, since=NOW, paused=False)
     assert [e.reason for e in ramp_events(plan)] == ["RampStep"]

@@ -8,11 +8,16 @@ one definition; tests may write a RuntimeConfig directly to drive a runner witho
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import Field
 
 from tradewarden.api.base import FreeForm, WireModel
@@ -37,6 +42,18 @@ ANN_KILL_MODE = "tradewarden.io/kill-mode"
 ANN_KILL_ACKS = "tradewarden.io/kill-acks"
 ANN_TELEMETRY = "tradewarden.io/telemetry"
 ANN_REJECTED = "tradewarden.io/rejected-config"
+#: Why the runner refused a live permission (an unsigned, forged, foreign or replayed document).
+ANN_LIVE_REFUSED = "tradewarden.io/live-refused"
+#: Who the runner is: its pod (name and uid, from the downward API) or ``external``, and when it started.
+ANN_RUNNER_IDENTITY = "tradewarden.io/runner-identity"
+
+#: The operator's verifying key: a ConfigMap in the operator's own namespace (never a bots' namespace).
+GATE_KEY_CONFIGMAP = "tradewarden-gate-key"
+GATE_KEY_DATA = "ed25519.pub"
+GATE_KEY_ID_DATA = "keyId"
+#: The runner's flag and environment variable naming that ConfigMap as ``namespace/name``.
+GATE_KEY_ENV = "TRADEWARDEN_GATE_KEY"
+DEFAULT_GATE_KEY_REF = f"tradewarden-system/{GATE_KEY_CONFIGMAP}"
 
 #: Labels the operator puts on every object it owns for a bot.
 LABEL_BOT = "tradewarden.io/bot"
@@ -103,12 +120,24 @@ class RuntimeConfig(WireModel):
     heartbeat_grace_seconds: int = 30
     evidence_window_minutes: int = Field(default=240, description="Window the runner exports for replay.")
     evidence_lag_minutes: int = Field(default=2, description="How far the exported window ends behind now.")
+    issued_at: int = Field(default=0, ge=0, description="When the operator signed this document (ms since the "
+                                                        "epoch); the runner refuses a live permission older "
+                                                        "than the newest signed document it has accepted.")
+    key_id: str = Field(default="", description="Id of the operator key that signed this document.")
+    signature: str = Field(default="", description="Ed25519 signature (base64) of the document without this "
+                                                   "field, by the operator's gate key.")
 
-    def live_permitted(self) -> bool:
-        """Whether this config really permits live orders: live, with a gate hash bound to this config."""
+    def gate_hash_matches(self) -> bool:
+        """Live, with a gate hash bound to this config and the evidence named beside it."""
         if self.effective_mode != TradingMode.LIVE or not self.gate_hash:
             return False
         return self.gate_hash == compute_gate_hash(self.config_hash, self.gate_replay_hash, self.gate_consensus_hash)
+
+    def signing_payload(self) -> bytes:
+        """The bytes the operator signs: the whole document but the signature, canonical."""
+        wire = self.to_wire()
+        wire.pop("signature", None)
+        return canonical_json(wire).encode()
 
     def verify(self) -> None:
         """Raise ValueError when the declared hashes do not match the content (a corrupt or forged config)."""
@@ -161,6 +190,16 @@ class KillAck(WireModel):
     at: dt.datetime
 
 
+class RunnerIdentity(WireModel):
+    """Who renews the Lease: the runner's pod (from the downward API) or an external process, and when
+    its process started. The operator compares it with what it observes of the pod; a Lease renewed by
+    a pod that does not exist, or that started after the renewal, is reported and not believed."""
+
+    pod: str = Field(default="", description="Pod name (POD_NAME), empty for external placement.")
+    pod_uid: str = Field(default="", description="Pod uid (POD_UID), empty for external placement.")
+    started_at: dt.datetime | None = Field(default=None, description="When the runner process started.")
+
+
 class Telemetry(WireModel):
     """What the runner reports on every Lease renewal."""
 
@@ -176,3 +215,77 @@ class Telemetry(WireModel):
     api_reachable: bool = True
     bot_trip: KillMode = Field(default=KillMode.OFF, description="Bot-scoped halt tripped by the runner itself.")
     bot_trip_reason: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- signatures
+
+
+@dataclass(frozen=True)
+class GateKey:
+    """The operator's public gate key, as the runner reads it from the operator's namespace."""
+
+    key_id: str
+    public: Ed25519PublicKey
+
+    @classmethod
+    def from_data(cls, data: dict[str, str] | None) -> GateKey:
+        """Parse the ConfigMap data of :data:`GATE_KEY_CONFIGMAP`; raise ValueError naming the key."""
+        raw = (data or {}).get(GATE_KEY_DATA, "")
+        try:
+            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(raw, validate=True))
+        except (ValueError, binascii.Error):
+            raise ValueError(f"data.{GATE_KEY_DATA}: not a base64 Ed25519 public key") from None
+        return cls(key_id_of(public), public)
+
+
+def key_id_of(public: Ed25519PublicKey) -> str:
+    """A short, stable id of a public key (the first 16 hex digits of its sha256)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return hashlib.sha256(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
+
+
+def sign_runtime(config: RuntimeConfig, private: Ed25519PrivateKey, issued_at_ms: int) -> RuntimeConfig:
+    """``config`` issued at ``issued_at_ms`` and signed with the operator's gate key."""
+    unsigned = config.model_copy(update={"issued_at": issued_at_ms, "key_id": key_id_of(private.public_key()),
+                                         "signature": ""})
+    signature = base64.b64encode(private.sign(unsigned.signing_payload())).decode()
+    return unsigned.model_copy(update={"signature": signature})
+
+
+def signature_valid(config: RuntimeConfig, key: GateKey | None) -> bool:
+    """Whether ``config`` carries a valid signature by ``key``."""
+    if key is None or not config.signature or config.key_id != key.key_id:
+        return False
+    try:
+        key.public.verify(base64.b64decode(config.signature, validate=True), config.signing_payload())
+    except (InvalidSignature, ValueError, binascii.Error):
+        return False
+    return True
+
+
+def live_refusal(config: RuntimeConfig, key: GateKey | None, *, namespace: str, bot: str, bot_uid: str,
+                 newest_issued_at: int) -> str | None:
+    """Why ``config`` does not permit live orders for this runner, or None when it does.
+
+    Live needs all of: the gate hash bound to the config and its evidence; a signature by the operator's
+    key (read from the operator's namespace, never from the document itself); the document written for
+    this very bot (namespace, name and uid: a permission copied from another bot, or from a deleted bot of
+    the same name, is refused); and not older than the newest signed document this runner has accepted
+    (an old live permission written back after a demotion is refused).
+    """
+    if config.effective_mode != TradingMode.LIVE:
+        return None
+    if not config.gate_hash_matches():
+        return "the gate hash does not match the config and evidence it names"
+    if key is None:
+        return "the operator's verifying key is not available"
+    if not signature_valid(config, key):
+        return "the live permission is not signed by the operator's gate key"
+    if (config.namespace, config.bot) != (namespace, bot) or (bot_uid and config.bot_uid != bot_uid):
+        return "the live permission was signed for another bot"
+    if config.issued_at < newest_issued_at:
+        return (f"the live permission was issued at {config.issued_at}, before the newest signed config this "
+                f"runner accepted ({newest_issued_at}): an old permission written back")
+    return None
+

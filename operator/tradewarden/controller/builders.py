@@ -97,6 +97,8 @@ class OperatorDefaults:
     #: Create the shared ClusterRole when it is missing. Off when the chart installs it (Helm must own
     #: what it installs, or its next install refuses to adopt an object someone else re-created).
     manage_runner_cluster_role: bool = True
+    #: The operator's verifying key as ``namespace/name``, handed to runner pods (``$TRADEWARDEN_GATE_KEY``).
+    gate_key_ref: str = "tradewarden-system/tradewarden-gate-key"
 
 
 @dataclass(frozen=True)
@@ -421,7 +423,11 @@ def build_statefulset(bot: TradingBot, defaults: OperatorDefaults) -> Manifest:
     container = {
         "name": "runner",
         "image": image,
-        "command": ["tradewarden", "runner", "--bot", f"{namespace}/{name}", "--journal", JOURNAL_PATH],
+        "command": ["tradewarden", "runner", "--bot", f"{namespace}/{name}", "--journal", JOURNAL_PATH,
+                    "--gate-key", defaults.gate_key_ref],
+        # Who renews the Lease: the operator compares it with the pod it observes.
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}],
         "ports": [{"name": "metrics", "containerPort": RUNNER_PORT, "protocol": "TCP"}],
         "resources": resources,
         "livenessProbe": probe,

@@ -31,6 +31,7 @@ What triggers what (all level-triggered: a reconcile recomputes everything it ow
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import fnmatch
 import logging
@@ -42,6 +43,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from tradewarden.api.conditions import set_condition
 from tradewarden.api.evidence import evidence_configmap_name
 from tradewarden.api.killswitch import KillSwitch
 from tradewarden.api.runtime import (
@@ -51,18 +53,22 @@ from tradewarden.api.runtime import (
     canonical_json,
     lease_name,
     runner_account_name,
+    runtime_configmap_name,
     sha256_hex,
 )
 from tradewarden.api.strategyconfig import StrategyConfig
 from tradewarden.api.tradingbot import TradingBot
 from tradewarden.controller import gate
 from tradewarden.controller import kube as k
+from tradewarden.controller import ledger as ledger_
 from tradewarden.controller.builders import (
     COMPONENT_EVIDENCE,
+    COMPONENT_RUNTIME,
     FLEET_RBAC_NAME,
     LABEL_COMPONENT,
     OperatorDefaults,
     build_bot_plan,
+    build_configmap,
     build_fleet_cluster_role,
     build_fleet_cluster_role_binding,
     keep_immutable_fields,
@@ -77,10 +83,12 @@ from tradewarden.controller.cache import (
     slim,
 )
 from tradewarden.controller.diffs import needs_apply
+from tradewarden.controller.keys import GateSigner
 from tradewarden.controller.leases import NO_RUNNER, RunnerObservation, observe_lease
 from tradewarden.controller.metrics import Metrics
 from tradewarden.controller.promotion import PromotionGate
 from tradewarden.controller.reviewers import ReviewerConfig
+from tradewarden.controller.sealing import runtime_tampering, seal_runtime
 from tradewarden.controller.status import (
     ConfigSource,
     EventSpec,
@@ -216,8 +224,16 @@ class Controller:
 
     def __init__(self, kube: k.Kube, defaults: OperatorDefaults, metrics: Metrics, cache: Cache | None = None,
                  clock: Callable[[], dt.datetime] = utcnow, concurrency: int = 4,
-                 scope: Scope | None = None, reviewers: Sequence[ReviewerConfig] = ()) -> None:
+                 scope: Scope | None = None, reviewers: Sequence[ReviewerConfig] = (),
+                 signer: GateSigner | None = None) -> None:
         self.kube = kube
+        #: Signs every runtime config; its namespace holds the gate ledger (the operator's own namespace).
+        self.signer = signer or GateSigner.generate("tradewarden-system")
+        self.ledger_namespace = self.signer.namespace
+        #: Fingerprint of what the operator last applied to (or found in) each owned object.
+        self._applied: dict[tuple[str, ...], str] = {}
+        #: The last live-permission refusal each runner reported, so each is reported once.
+        self._refusals: dict[BotKey, str] = {}
         self.scope = scope or Scope()
         self.defaults = defaults
         self.metrics = metrics
@@ -337,12 +353,49 @@ class Controller:
                 logger.error("KillSwitch %s does not parse, ignored: %s", body.get("metadata", {}).get("name"), exc)
         return out
 
+    def _foreign_write(self, desired: k.Manifest, live: k.Manifest | None) -> str | None:
+        """Why ``live`` (an owned object) was written by someone other than the operator, or None.
+
+        Three signs: a ConfigMap made ``immutable`` (the operator never does that); a runtime ConfigMap
+        whose document the operator's key did not sign; an object that no longer carries what the
+        operator last applied or saw in it, although what the operator wants did not change since.
+        """
+        if live is None:
+            return None
+        meta = desired["metadata"]
+        kind, namespace, name = desired["kind"], meta.get("namespace") or "", meta["name"]
+        what = f"{kind} {namespace}/{name}"
+        if live.get("immutable"):
+            return f"{what} was made immutable by someone other than the operator; it is replaced"
+        if kind == "ConfigMap" and (meta.get("labels") or {}).get(LABEL_COMPONENT) == COMPONENT_RUNTIME:
+            why = runtime_tampering(live, self.signer.public)
+            if why is not None:
+                return f"{what} {why}; the operator's config is restored"
+        key = (kind, namespace, name)
+        fp = _fingerprint(desired)
+        if self._applied.get(key) == fp and needs_apply(desired, live) and \
+                not self._memory.cache_is_behind(key, fp, (live.get("metadata") or {}).get("resourceVersion")):
+            return f"{what} was changed by someone other than the operator; the operator's version is restored"
+        return None
+
+    def _runner_problems(self, bot: TradingBot, runner: RunnerObservation) -> list[tuple[str, str]]:
+        """What the runner reported that points at tampering (once per distinct report)."""
+        key = (bot.metadata.namespace or "", bot.metadata.name)
+        refused = runner.live_refused
+        if refused == self._refusals.get(key, ""):
+            return []
+        self._refusals[key] = refused
+        if not refused:
+            return []
+        return [("LivePermissionRefused", f"the runner refused a live permission and trades on paper: {refused}")]
+
     def _plan_apply(self, out: Outcome, desired: k.Manifest, live: k.Manifest | None) -> None:
         meta = desired["metadata"]
         key = (desired["kind"], meta.get("namespace") or "", meta["name"])
-        if not needs_apply(desired, live):
-            return
         fp = _fingerprint(desired)
+        if not needs_apply(desired, live):
+            self._applied[key] = fp
+            return
         if self._memory.cache_is_behind(key, fp, (live or {}).get("metadata", {}).get("resourceVersion")):
             out.skipped = True
             return
@@ -379,10 +432,12 @@ class Controller:
                 w.manifest["metadata"]["resourceVersion"] = written_rv[target]
             if w.action == "apply":
                 result = self.kube.apply(w.manifest)
+                self._applied[w.key] = w.fingerprint
                 logger.info("applied %s %s", w.key[0], "/".join(p for p in w.key[1:] if p))
             elif w.action == "create":
                 try:
                     result = self.kube.create(w.manifest)
+                    self._applied[w.key] = w.fingerprint
                     logger.info("created %s %s", w.key[0], "/".join(p for p in w.key[1:] if p))
                 except k.AlreadyExists:
                     result = None  # another reconcile (or an earlier operator) made it: what we wanted
@@ -424,6 +479,14 @@ class Controller:
             return bot
         return gate.record_round(bot, found)
 
+    def _ledger(self, bot_uid: str) -> tuple[ledger_.GateLedger | None, bool]:
+        """The bot's gate ledger from the cache, and whether the cache lags our own last write of it."""
+        name = ledger_.ledger_name(bot_uid)
+        body = self.cache.owned("ConfigMap", self.ledger_namespace, name)
+        lags = self._memory.lags(("ConfigMap", self.ledger_namespace, name),
+                                 (body or {}).get("metadata", {}).get("resourceVersion"))
+        return ledger_.parse_ledger(body, bot_uid), lags
+
     async def reconcile_bot(self, key: BotKey) -> float | None:
         namespace, name = key
         body = self.cache.bot(namespace, name)
@@ -438,11 +501,26 @@ class Controller:
         except ValidationError as exc:
             logger.error("TradingBot %s/%s does not parse; fix its spec: %s", namespace, name, exc)
             return None
-        bot = self._with_round(key, cached)
+        ledger, lags = self._ledger(cached.metadata.uid)
+        if lags:
+            return 0.2  # the gate's own record of the last reconcile is not in the cache yet
+        now = self.clock()
+        problems: list[tuple[str, str]] = []
+        forged = ledger_.tampered_fields(cached.status, ledger)
+        if forged:
+            problems.append(("StatusTampered",
+                             f"status fields {', '.join(forged)} were written by someone other than the operator; "
+                             f"the gate ignores them (its evidence is kept in its ledger) and restores them"))
+        bot = self._with_round(key, ledger_.trusted(cached, ledger))
         source = self._config_source(bot)
         runner = self._observe(namespace, name)
-        now = self.clock()
         plan = build_bot_plan(bot, source.valid, self._killswitch_models(), runner, self.defaults, now)
+        live_runtime_cm = self.cache.owned("ConfigMap", namespace, runtime_configmap_name(name))
+        if plan.runtime is not None:
+            sealed = seal_runtime(plan.runtime, live_runtime_cm, self.signer, now)
+            plan = dataclasses.replace(plan, runtime=sealed, objects=tuple(
+                build_configmap(bot, sealed) if o["kind"] == "ConfigMap" and
+                o["metadata"]["name"] == runtime_configmap_name(name) else o for o in plan.objects))
         status = compute_bot_status(bot, source, plan, runner, now)
 
         out = Outcome(involved=body)
@@ -451,6 +529,19 @@ class Controller:
             live = self.cache.owned(desired["kind"], namespace, meta["name"])
             if desired["kind"] == "StatefulSet":
                 desired = keep_immutable_fields(desired, live)
+            foreign = self._foreign_write(desired, live)
+            if foreign is not None:
+                problems.append(("ForeignWrite", foreign))
+                if live is not None and live.get("immutable"):
+                    # An immutable ConfigMap cannot be patched back: replace it (the runner keeps its last
+                    # good config meanwhile; an evidence export is re-sent within a minute).
+                    out.writes.append(Write("delete", (desired["kind"], namespace, meta["name"]), "",
+                                            ref=k.REFS_BY_KIND[desired["kind"]], namespace=namespace,
+                                            name=meta["name"], uid=live["metadata"].get("uid")))
+                    out.writes.append(Write("create", (desired["kind"], namespace, meta["name"]),
+                                            _fingerprint(desired), manifest=desired))
+                    continue
+                live = None  # apply regardless of the write memory: the object is not what we wrote
             self._plan_apply(out, desired, live)
         if self.cache.lease(namespace, name) is None:
             lease_key = ("Lease", namespace, lease_name(name))
@@ -465,13 +556,33 @@ class Controller:
                 out.writes.append(Write("delete", ("StatefulSet", namespace, runner_account_name(name)), "",
                                         ref=k.STATEFULSETS, namespace=namespace, name=runner_account_name(name),
                                         uid=sts["metadata"].get("uid")))
+        problems.extend(self._runner_problems(bot, runner))
+        new_ledger = ledger_.next_ledger(bot, ledger, status, now, problems[0] if problems else None)
+        intact, intact_reason, intact_message, intact_until = ledger_.integrity(new_ledger, now)
+        status = status.model_copy(update={"conditions": set_condition(
+            status.conditions, "Intact", intact, intact_reason, intact_message, bot.metadata.generation,
+            now.replace(microsecond=0))})
+        if new_ledger != ledger:
+            # The ledger first: the status never shows gate state that the ledger does not hold.
+            self._plan_apply(out, ledger_.build_ledger_configmap(new_ledger, self.ledger_namespace),
+                             self.cache.owned("ConfigMap", self.ledger_namespace,
+                                              ledger_.ledger_name(bot.metadata.uid)))
+        problem_events = [EventSpec("Warning", reason, message) for reason, message in problems]
+        for reason, message in problems:
+            logger.warning("TradingBot %s/%s: %s: %s", namespace, name, reason, message)
+            self.metrics.count_integrity(reason)
         # Against what the API server has (the cache), not the merged view: a round is written once.
         patch = bot_status_patch(cached.status, status)
         self._plan_status(out, k.TRADINGBOTS, body, patch,
-                          [*bot_events(cached.status, status), *ramp_events(plan)] if patch else [])
+                          [*bot_events(cached.status, status), *ramp_events(plan), *problem_events] if patch else [])
+        if problem_events and not patch:
+            out.events.extend(problem_events)
         await self._execute(out)
 
         delay = next_bot_check(bot, plan, runner, now)
+        if intact_until is not None:
+            wake = max(0.5, (intact_until - now).total_seconds() + 0.5)
+            delay = wake if delay is None else min(delay, wake)
         if out.skipped:
             delay = min(delay or WRITE_MEMORY_SECONDS, WRITE_MEMORY_SECONDS) + 0.5
         return delay
@@ -487,9 +598,13 @@ class Controller:
             self.gate.forget(key)
             return None
         try:
-            bot = self._with_round(key, TradingBot.model_validate(body))
+            parsed = TradingBot.model_validate(body)
         except ValidationError:
             return None  # reconcile_bot says why
+        ledger, lags = self._ledger(parsed.metadata.uid)
+        if lags:
+            return 0.5
+        bot = self._with_round(key, ledger_.trusted(parsed, ledger))
         if key in self._rounds:
             # One round in flight per bot: a new one would replace the last before the status recorded
             # it, and a Halt in it (a trip) must never be lost. The bot's reconcile records it at once.

@@ -22,6 +22,7 @@ from tradewarden.api.runtime import (
     ANN_APPLIED_HASH,
     ANN_KILL_ACKS,
     ANN_KILL_MODE,
+    ANN_LIVE_REFUSED,
     ANN_REJECTED,
     ANN_TELEMETRY,
     KillAck,
@@ -41,6 +42,8 @@ class RunnerObservation:
     kill_acks: dict[str, KillAck] = field(default_factory=dict)
     telemetry: Telemetry | None = None
     rejected: str = ""
+    #: Why the runner refused a live permission ("" when it did not).
+    live_refused: str = ""
     problems: tuple[str, ...] = ()
 
     @property
@@ -110,6 +113,7 @@ def observe_lease(lease: dict[str, Any] | None) -> RunnerObservation:
         kill_acks=acks,
         telemetry=telemetry,
         rejected=annotations.get(ANN_REJECTED, ""),
+        live_refused=annotations.get(ANN_LIVE_REFUSED, "")[:500],
         problems=tuple(problems),
     )
 

@@ -55,9 +55,11 @@ from prometheus_client import (
 )
 
 from tradewarden import __version__
+from tradewarden.api.runtime import GATE_KEY_CONFIGMAP
 from tradewarden.controller.builders import OperatorDefaults
 from tradewarden.controller.cache import Cache
 from tradewarden.controller.handlers import Controller, Scope, register
+from tradewarden.controller.keys import GateKeyError, ensure_signer
 from tradewarden.controller.kube import Kube
 from tradewarden.controller.metrics import Metrics
 from tradewarden.controller.reviewers import ReviewerConfig, ReviewersFileError, load_reviewers
@@ -69,6 +71,13 @@ logger = logging.getLogger("tradewarden.operator")
 RESYNC_SECONDS = 60.0
 
 DEFAULT_RUNNER_IMAGE = f"ghcr.io/tradewarden/runner:{__version__}"
+
+
+def ledger_namespace_of(args: argparse.Namespace) -> str:
+    """The operator's own namespace: ``--ledger-namespace``, ``$TRADEWARDEN_LEDGER_NAMESPACE``,
+    ``$POD_NAMESPACE`` (the chart sets it from the downward API), or ``tradewarden-system``."""
+    return str(getattr(args, "ledger_namespace", None) or os.environ.get("TRADEWARDEN_LEDGER_NAMESPACE")
+               or os.environ.get("POD_NAMESPACE") or "tradewarden-system")
 
 
 def build_settings(verbose: bool = False) -> kopf.OperatorSettings:
@@ -130,9 +139,17 @@ async def operate(args: argparse.Namespace, reviewers: list[ReviewerConfig] | No
     kube = Kube.from_environment(on_write=metrics.count_write)
     image = getattr(args, "runner_image", None) or os.environ.get("TRADEWARDEN_RUNNER_IMAGE") or DEFAULT_RUNNER_IMAGE
     manage_role = os.environ.get("TRADEWARDEN_MANAGE_RUNNER_CLUSTERROLE", "true").lower() not in ("0", "false", "no")
-    ctl = Controller(kube, OperatorDefaults(runner_image=image, manage_runner_cluster_role=manage_role), metrics,
-                     cache=cache,
-                     scope=Scope(tuple(namespaces)), reviewers=reviewers or [])
+    ledger_namespace = ledger_namespace_of(args)
+    try:
+        signer = await asyncio.to_thread(ensure_signer, kube, ledger_namespace)
+    except GateKeyError as exc:
+        logger.error("%s", exc)
+        raise SystemExit(2) from None
+    if namespaces and not Scope(tuple(namespaces)).covers(ledger_namespace):
+        namespaces.append(ledger_namespace)  # the ledger must be in the watch cache
+    ctl = Controller(kube, OperatorDefaults(runner_image=image, manage_runner_cluster_role=manage_role,
+                                            gate_key_ref=f"{ledger_namespace}/{GATE_KEY_CONFIGMAP}"), metrics,
+                     cache=cache, scope=Scope(tuple(namespaces)), reviewers=reviewers or [], signer=signer)
     settings = build_settings(bool(getattr(args, "verbose", False)))
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry, settings, ctl)

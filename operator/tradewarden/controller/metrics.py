@@ -28,6 +28,8 @@ from tradewarden.controller.status import BOT_CONDITIONS
 PREFIX = "tradewarden_operator"
 #: The work queues' names (controller.handlers), the ``kind`` label of the reconcile metrics.
 RECONCILED_KINDS = ("TradingBot", "StrategyConfig", "KillSwitch", "FleetRBAC")
+#: Reasons of tradewarden_operator_integrity_problems_total (docs/SECURITY.md).
+INTEGRITY_REASONS = ("StatusTampered", "ForeignWrite", "LivePermissionRefused")
 
 
 class Metrics:
@@ -45,6 +47,11 @@ class Metrics:
         self.api_writes = Counter(
             f"{PREFIX}_api_writes", "Write requests sent to the API server, by verb and resource.",
             ["verb", "resource"], registry=registry)
+        self.integrity = Counter(
+            f"{PREFIX}_integrity_problems", "Writes by someone other than the operator or the runner that the "
+            "operator found (and reverted or refused), by reason.", ["reason"], registry=registry)
+        for reason in INTEGRITY_REASONS:
+            self.integrity.labels(reason=reason)
         # Every kind and result starts at 0, so rate() sees the first error after a restart too.
         for kind in RECONCILED_KINDS:
             for result in ("success", "retry", "error"):
@@ -55,6 +62,9 @@ class Metrics:
     def observe_reconcile(self, kind: str, result: str, seconds: float) -> None:
         self.reconciles.labels(kind=kind, result=result).inc()
         self.reconcile_duration.labels(kind=kind).observe(seconds)
+
+    def count_integrity(self, reason: str) -> None:
+        self.integrity.labels(reason=reason).inc()
 
     def count_write(self, verb: str, resource: str) -> None:
         self.api_writes.labels(verb=verb, resource=resource).inc()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,10 +38,14 @@ from tradewarden.api.runtime import (
     ANN_APPLIED_HASH,
     ANN_KILL_ACKS,
     ANN_KILL_MODE,
+    ANN_LIVE_REFUSED,
     ANN_REJECTED,
+    ANN_RUNNER_IDENTITY,
     ANN_TELEMETRY,
     CONFIGMAP_RUNTIME_KEY,
+    GateKey,
     KillAck,
+    RunnerIdentity,
     RuntimeConfig,
     Telemetry,
 )
@@ -52,6 +57,9 @@ log = logging.getLogger("tradewarden.runner.kube")
 #: How long one watch request stays open before it is renewed (the API server caps it anyway).
 WATCH_SECONDS = 240
 TRANSIENT = (ApiException, HTTPError, OSError)
+#: This process: its pod (from the downward API, in a StatefulSet pod) and when it started.
+PROCESS_IDENTITY = RunnerIdentity(pod=os.environ.get("POD_NAME", ""), pod_uid=os.environ.get("POD_UID", ""),
+                                  started_at=dt.datetime.now(dt.UTC).replace(microsecond=0))
 
 
 class Contact:
@@ -276,7 +284,7 @@ class Heartbeat(threading.Thread):
 
 
 def report_annotations(applied_hash: str, kill_mode: KillMode, acks: dict[str, KillAck], telemetry: Telemetry,
-                       rejected: str) -> dict[str, str]:
+                       rejected: str, live_refused: str = "", identity: RunnerIdentity | None = None) -> dict[str, str]:
     """The Lease annotations of the runner contract (api.runtime)."""
     return {
         ANN_APPLIED_HASH: applied_hash,
@@ -284,7 +292,51 @@ def report_annotations(applied_hash: str, kill_mode: KillMode, acks: dict[str, K
         ANN_KILL_ACKS: json.dumps({k: v.to_wire() for k, v in sorted(acks.items())}, sort_keys=True),
         ANN_TELEMETRY: json.dumps(telemetry.to_wire(), sort_keys=True),
         ANN_REJECTED: rejected,
+        ANN_LIVE_REFUSED: live_refused,
+        ANN_RUNNER_IDENTITY: json.dumps((identity or PROCESS_IDENTITY).to_wire(), sort_keys=True),
     }
+
+
+class GateKeySource:
+    """The operator's verifying key, read through the API server from ``namespace/name``.
+
+    The key must live outside the runner's own namespace: whoever may write ConfigMaps there could
+    otherwise publish a key of their own. Read at start and again (at most every 10 s) while it could not
+    be read; without it, live permissions are refused and the runner trades on paper.
+    """
+
+    def __init__(self, api: client.ApiClient, ref: str, own_namespace: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.core = client.CoreV1Api(api)
+        self.namespace, _, self.name = ref.partition("/")
+        self.own_namespace = own_namespace
+        self.clock = clock
+        self._key: GateKey | None = None
+        self._tried = -1e9
+        self.problem = ""
+
+    def get(self) -> GateKey | None:
+        if self._key is not None or self.clock() - self._tried < 10.0:
+            return self._key
+        self._tried = self.clock()
+        if not self.namespace or not self.name:
+            self.problem = f"--gate-key: expected NAMESPACE/NAME (got {self.namespace}/{self.name})"
+        elif self.namespace == self.own_namespace:
+            self.problem = (f"--gate-key: the key must live in the operator's namespace, not in the bot's own "
+                            f"namespace {self.own_namespace}")
+        else:
+            try:
+                cm = self.core.read_namespaced_config_map(self.name, self.namespace)
+                self._key = GateKey.from_data(cm.data)
+                self.problem = ""
+                log.info("operator gate key %s read from %s/%s", self._key.key_id, self.namespace, self.name)
+            except ValueError as exc:
+                self.problem = f"ConfigMap {self.namespace}/{self.name}: {exc}"
+            except TRANSIENT as exc:
+                self.problem = f"ConfigMap {self.namespace}/{self.name} not readable: {_short(exc)}"
+        if self.problem:
+            log.error("no operator gate key, live permissions are refused: %s", self.problem)
+        return self._key
 
 
 def _short(exc: BaseException) -> str:

@@ -22,7 +22,15 @@ from kubernetes import client, config
 
 from tradewarden.api.evidence import evidence_configmap_name
 from tradewarden.api.market import FLAT
-from tradewarden.api.runtime import KillAck, RuntimeConfig, Telemetry, lease_name, runtime_configmap_name
+from tradewarden.api.runtime import (
+    DEFAULT_GATE_KEY_REF,
+    GATE_KEY_ENV,
+    KillAck,
+    RuntimeConfig,
+    Telemetry,
+    lease_name,
+    runtime_configmap_name,
+)
 from tradewarden.api.tradingbot import KillMode, TradingMode
 from tradewarden.exchange import Broker, ExchangeClient, ExchangeError, NeedsHuman, PaperBroker
 from tradewarden.runner.engine import Engine
@@ -31,6 +39,7 @@ from tradewarden.runner.journal import Journal
 from tradewarden.runner.kube import (
     ConfigWatcher,
     Contact,
+    GateKeySource,
     Heartbeat,
     KillSwitchWatcher,
     report_annotations,
@@ -78,6 +87,8 @@ class Runner:
         self.config: RuntimeConfig | None = None
         self.engine: Engine | None = None
         self.market: ExchangeClient | None = None
+        key_ref = getattr(args, "gate_key", None) or os.environ.get(GATE_KEY_ENV) or DEFAULT_GATE_KEY_REF
+        self.gate_key = GateKeySource(self.api, key_ref, self.namespace)
 
     # ---- callbacks from the watch threads ----------------------------------------------------------
 
@@ -132,7 +143,11 @@ class Runner:
         self.metrics.heartbeat.set(time.time())
         with self._lock:
             acks, rejected = dict(self._acks), self._rejected
-        return report_annotations(applied, kill, acks, tel, rejected)
+        refused = eng.live_refused if eng is not None else ""
+        if not refused and self.gate_key.problem and self.config is not None and \
+                self.config.effective_mode == TradingMode.LIVE:
+            refused = self.gate_key.problem
+        return report_annotations(applied, kill, acks, tel, rejected, refused[:500])
 
     # ---- brokers ---------------------------------------------------------------------------------------
 
@@ -185,7 +200,8 @@ class Runner:
         self.market = ExchangeClient(first.exchange.id, sandbox=first.exchange.sandbox, api_url=first.exchange.api_url)
         self.engine = Engine(bot_uid=first.bot_uid or f"{self.namespace}/{self.name}", config=first,
                              journal=self.journal, metrics=self.metrics, market=self.market,
-                             broker_factory=self.broker_factory, on_kill_change=self.heartbeat.renew_now)
+                             broker_factory=self.broker_factory, on_kill_change=self.heartbeat.renew_now,
+                             gate_key=self.gate_key.get)
         ks_watch = KillSwitchWatcher(self.api, self.namespace, self.labels, self.on_kill, self.contact, self.stop)
         ks_watch.start()
         settled = self.engine.resume_pending()

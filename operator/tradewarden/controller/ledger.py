@@ -1,0 +1,177 @@
+"""The gate ledger: the promotion gate's state, kept where a status writer cannot forge it.
+
+Anyone who may patch ``tradingbots/status`` (a cluster admin, a role granted that subresource, the
+operator's own ServiceAccount) can write any status. So the gate never reads its evidence from status:
+each bot's gate state (the effective mode, the replay and consensus records, the capital step,
+``paperSince`` and the consensus trip) lives in one ConfigMap ``gate-<bot uid>`` in the operator's own
+namespace (``--ledger-namespace``), which only the operator's ServiceAccount (and cluster admins) may
+write. ``status`` is a mirror of it, rewritten on every reconcile where they differ.
+
+Pure functions, called by the bot reconcile in :mod:`tradewarden.controller.handlers`:
+
+1. :func:`parse_ledger` reads the ledger ConfigMap from the watch cache (bound to the bot's uid: a bot
+   deleted and re-created under the same name starts with an empty ledger, and so in paper);
+2. :func:`tampered_fields` compares the status with it: gate fields that differ were written by someone
+   else (or, once, by an operator version from before the ledger) and are reported, never believed;
+3. :func:`trusted` gives the bot with its status' gate fields replaced by the ledger's; every decision is
+   taken on that;
+4. :func:`next_ledger` is the ledger after the reconcile, written (server-side apply) *before* the
+   status, so the status never shows gate state the ledger does not hold.
+
+The ledger also remembers the last integrity problem found (a forged status, a foreign write to an
+owned object, a Lease that contradicts the pod, a live permission the runner refused) for
+:data:`INTEGRITY_HOLD`, which the ``Intact`` condition shows: a status writer cannot make it go away.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from tradewarden.api.base import WireModel
+from tradewarden.api.runtime import LABEL_MANAGED_BY, MANAGED_BY, canonical_json, sha256_hex
+from tradewarden.api.tradingbot import (
+    CapitalStatus,
+    ConsensusStatus,
+    GateTrip,
+    ReplayEvidence,
+    TradingBot,
+    TradingBotStatus,
+    TradingMode,
+)
+
+LEDGER_DATA = "gate.json"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+COMPONENT_LEDGER = "gate-ledger"
+#: Annotation naming the bot a ledger belongs to, as ``namespace/name`` (a label value could not hold it).
+ANN_LEDGER_OF = "tradewarden.io/ledger-of"
+#: The gate's fields of a bot's status, as the models name them.
+GATE_FIELDS: tuple[str, ...] = ("effective_mode", "replay", "consensus", "capital", "paper_since", "gate_trip")
+#: How long ``Intact=False`` stays after the last integrity problem was found.
+INTEGRITY_HOLD = dt.timedelta(minutes=15)
+
+
+class GateLedger(WireModel):
+    """One bot's gate state, as only the operator writes it."""
+
+    bot_uid: str
+    namespace: str
+    bot: str
+    effective_mode: TradingMode = TradingMode.SIGNALS
+    replay: ReplayEvidence | None = None
+    consensus: ConsensusStatus | None = None
+    capital: CapitalStatus | None = None
+    paper_since: dt.datetime | None = None
+    gate_trip: GateTrip | None = None
+    #: Fingerprint of the gate fields before the last update: a status that still shows them is one whose
+    #: mirror write has not happened yet (it failed, or the operator stopped in between), not a forgery.
+    previous: str = ""
+    problem_at: dt.datetime | None = Field(default=None, description="When the last integrity problem was found.")
+    problem_reason: str = ""
+    problem: str = Field(default="", max_length=1024)
+
+
+def ledger_name(bot_uid: str) -> str:
+    return f"gate-{bot_uid}"
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _normalize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalize(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def gate_wire(source: TradingBotStatus | GateLedger) -> dict[str, Any]:
+    """The gate fields of a status or a ledger, on the wire as the API server returns them (both models
+    name them alike, so their wire names agree)."""
+    wire = source.model_dump(mode="json", by_alias=True, exclude_none=True, include=set(GATE_FIELDS))
+    normalized: dict[str, Any] = _normalize(wire)
+    return normalized
+
+
+def fingerprint(source: TradingBotStatus | GateLedger) -> str:
+    return sha256_hex(canonical_json(gate_wire(source)))
+
+
+def parse_ledger(configmap: dict[str, Any] | None, bot_uid: str) -> GateLedger | None:
+    """The ledger held by ``configmap`` for the bot with ``bot_uid``, or None (none, another bot's, or
+    unreadable: the gate then starts over in paper, the safe direction)."""
+    if configmap is None:
+        return None
+    text = (configmap.get("data") or {}).get(LEDGER_DATA)
+    if not text:
+        return None
+    try:
+        ledger = GateLedger.model_validate_json(text)
+    except (ValidationError, ValueError):
+        return None
+    return ledger if ledger.bot_uid == bot_uid else None
+
+
+def tampered_fields(status: TradingBotStatus, ledger: GateLedger | None) -> list[str]:
+    """The gate fields of ``status`` that the operator did not write (wire names), or [] when it is the
+    ledger's mirror (or the one before it, while the mirror write is still to come)."""
+    if ledger is None:
+        empty = GateLedger(bot_uid="", namespace="", bot="")
+        want = gate_wire(empty)
+        previous = ""
+    else:
+        want, previous = gate_wire(ledger), ledger.previous
+    have = gate_wire(status)
+    if have == want or (previous and fingerprint(status) == previous):
+        return []
+    return sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+
+
+def trusted(bot: TradingBot, ledger: GateLedger | None) -> TradingBot:
+    """``bot`` with its status' gate fields replaced by the ledger's (all empty without a ledger)."""
+    source = ledger or GateLedger(bot_uid=bot.metadata.uid, namespace=bot.metadata.namespace or "",
+                                  bot=bot.metadata.name)
+    update = {name: getattr(source, name) for name in GATE_FIELDS}
+    return bot.model_copy(update={"status": bot.status.model_copy(update=update)})
+
+
+def next_ledger(bot: TradingBot, old: GateLedger | None, status: TradingBotStatus, now: dt.datetime,
+                problem: tuple[str, str] | None = None) -> GateLedger:
+    """The ledger after a reconcile that computed ``status``; ``problem`` is (reason, message) of an
+    integrity problem found by this reconcile."""
+    base = old or GateLedger(bot_uid=bot.metadata.uid, namespace=bot.metadata.namespace or "", bot=bot.metadata.name)
+    update: dict[str, Any] = {name: getattr(status, name) for name in GATE_FIELDS}
+    candidate = base.model_copy(update=update)
+    if gate_wire(candidate) != gate_wire(base):
+        update["previous"] = fingerprint(base)
+    if problem is not None:
+        update.update(problem_at=now.replace(microsecond=0), problem_reason=problem[0], problem=problem[1][:1024])
+    return base.model_copy(update=update)
+
+
+def integrity(ledger: GateLedger | None, now: dt.datetime) -> tuple[bool, str, str, dt.datetime | None]:
+    """The ``Intact`` condition: (status, reason, message, when it may turn True by itself)."""
+    if ledger is not None and ledger.problem_at is not None and now - ledger.problem_at < INTEGRITY_HOLD:
+        until = ledger.problem_at + INTEGRITY_HOLD
+        return (False, ledger.problem_reason or "Tampered",
+                f"{ledger.problem} (found at {ledger.problem_at.isoformat().replace('+00:00', 'Z')}; shown for "
+                f"{int(INTEGRITY_HOLD.total_seconds() // 60)} minutes; see docs/SECURITY.md)", until)
+    return (True, "Intact", "nobody but the operator and the runner wrote the gate's state or the bot's objects "
+                            "(as far as the operator can observe; see docs/SECURITY.md)", None)
+
+
+def build_ledger_configmap(ledger: GateLedger, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": ledger_name(ledger.bot_uid),
+            "namespace": namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_LEDGER},
+            "annotations": {ANN_LEDGER_OF: f"{ledger.namespace}/{ledger.bot}"},
+        },
+        "data": {LEDGER_DATA: json.dumps(ledger.to_wire(), sort_keys=True, indent=1) + "\n"},
+    }

@@ -1,0 +1,196 @@
+"""Attacks on the promotion gate, end to end: a forged status and an editor-written runtime ConfigMap.
+
+Real processes: the operator (a subprocess), a real ``tradewarden runner`` with its own ServiceAccount
+token, the in-process exchange emulator. The attackers are ordinary API users, impersonated with
+``kubectl --as``: one granted only ``tradingbots/status`` (attack 1), one with the stock ``edit`` role
+in the bots' namespace (attack 2, inside the trust boundary of docs/SECURITY.md: it cannot be kept
+out, but it must not go unnoticed, and live orders still need the operator).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from support.kube import Cluster
+from support.operator import OperatorProcess, condition, strategy_config
+from support.promotion import bot_of, event_reasons, live_bot, runtime_of, until, wait_runtime
+from support.runner import BotEnv, secret_manifest
+from tradewarden.api.runtime import compute_gate_hash
+from tradewarden.emulator import Emulator
+
+pytestmark = pytest.mark.cluster
+
+VENUE_KEY = "VENUEKEY" + uuid.uuid4().hex[:16]
+VENUE_SECRET = "VENUESECRET" + uuid.uuid4().hex[:16]
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+    op.delete_namespaces()
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    emu = Emulator(seed=7, bar_seconds=None, api_key=VENUE_KEY, secret=VENUE_SECRET, balances={"USDT": 100000})
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def ns(cluster: Cluster, operator: OperatorProcess, request: pytest.FixtureRequest) -> str:
+    name = operator.namespace(re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[5:30])
+    cluster.apply(secret_manifest("venue-keys", {"apiKey": VENUE_KEY, "secret": VENUE_SECRET}), namespace=name)
+    return name
+
+
+def grant(cluster: Cluster, ns: str, user: str, rules: list[dict[str, Any]] | None = None,
+          cluster_role: str | None = None) -> None:
+    """Bind ``user`` in ``ns`` to a Role of ``rules``, or to an existing ClusterRole."""
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role}
+    if rules is not None:
+        cluster.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                       "metadata": {"name": f"{user}-role"}, "rules": rules}, namespace=ns)
+        role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{user}-role"}
+    cluster.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": f"{user}-binding"}, "roleRef": role_ref,
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]},
+                  namespace=ns)
+
+
+def forged_gate_status(config_hash: str) -> dict[str, Any]:
+    """A replay and a consensus record whose hashes agree with each other and with the bot's config."""
+    now = "2099-01-01T00:00:00Z"
+    evidence = "sha256:" + "e" * 64
+    result = "sha256:" + "a" * 64
+    vote = {"reviewer": "nobody-configured", "verdict": "PROCEED", "risk": "LOW", "evidenceHash": evidence,
+            "at": now}
+    return {"status": {
+        "replay": {"configHash": config_hash, "resultHash": result, "dataHash": "sha256:" + "d" * 64,
+                   "passed": True, "reason": "Passed", "tradesCompared": 50, "residuals": 0,
+                   "finishedAt": now, "exportedAt": now},
+        "consensus": {"phase": 1, "thresholdPct": 70, "scorePct": 100, "decision": "Approved",
+                      "evidenceHash": evidence, "replayResultHash": result, "votes": [vote, dict(vote, reviewer="b")]},
+        "paperSince": "2000-01-01T00:00:00Z",
+        "effectiveMode": "live",
+        "capital": {"step": 2, "amount": 1000},
+    }}
+
+
+def test_a_hand_written_status_unlocks_nothing(cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
+    cluster.apply(strategy_config("fast", params={"fast": 3, "slow": 6}), namespace=ns)
+    cluster.apply(live_bot("forged", "fast", promotion={"minPaperMinutes": 600}), namespace=ns)
+    wait_runtime(cluster, operator, ns, "forged")
+    config_hash = until(operator, lambda: bot_of(cluster, ns, "forged")["status"].get("configHash"),
+                        "the bot's config hash in status")
+    grant(cluster, ns, "status-writer", rules=[{"apiGroups": ["tradewarden.io"], "resources": ["tradingbots/status"],
+                                                "verbs": ["get", "patch", "update"]},
+                                               {"apiGroups": ["tradewarden.io"], "resources": ["tradingbots"],
+                                                "verbs": ["get"]}])
+    patch = json.dumps(forged_gate_status(config_hash))
+    # The same forgery by a role granted only the status subresource, and by a cluster admin.
+    for who in ("status-writer", None):
+        args = ["patch", "tb", "forged", "-n", ns, "--subresource=status", "--type=merge", "-p", patch]
+        cluster.kubectl(*args, *(["--as", who] if who else []))
+
+        def restored() -> dict[str, Any]:
+            bot = bot_of(cluster, ns, "forged")
+            status = bot["status"]
+            assert status["effectiveMode"] == "paper", status["effectiveMode"]
+            assert "replay" not in status and "consensus" not in status and "capital" not in status, status
+            assert status.get("paperSince", "") != "2000-01-01T00:00:00Z"
+            intact = condition(bot, "Intact")
+            assert (intact["status"], intact["reason"]) == ("False", "StatusTampered"), intact
+            return bot
+
+        bot = until(operator, restored, f"the forged status ({who or 'admin'}) to be replaced by the ledger's")
+        assert condition(bot, "Promoted")["status"] == "False"
+        runtime = runtime_of(cluster, ns, "forged")
+        assert runtime is not None and runtime.effective_mode.value == "paper"
+        assert not runtime.gate_hash
+        assert "StatusTampered" in event_reasons(cluster, ns, "forged")
+    assert "StatusTampered" in operator.metrics() and \
+        re.search(r'integrity_problems_total\{reason="StatusTampered"\} [1-9]', operator.metrics())
+
+
+def test_an_editor_written_immutable_runtime_configmap_never_trades_live(
+        cluster: Cluster, operator: OperatorProcess, emulator: Emulator, ns: str, tmp_path: pathlib.Path) -> None:
+    sc = strategy_config("fast", params={"fast": 3, "slow": 6})
+    sc["spec"]["timeframe"] = "1m"
+    cluster.apply(sc, namespace=ns)
+    # A paper bot with credentials: everything a live runner needs but the operator's permission.
+    bot = live_bot("victim", "fast", exchange={"sandbox": False, "apiUrl": emulator.url})
+    bot["spec"]["mode"] = "paper"
+    del bot["spec"]["liveConfirmation"]
+    cluster.apply(bot, namespace=ns)
+    honest = wait_runtime(cluster, operator, ns, "victim")
+    assert honest.signature and honest.effective_mode.value == "paper"
+    env = BotEnv(cluster, ns, "victim", tmp_path / "victim", operator_managed=True)
+    grant(cluster, ns, "mallory", cluster_role="edit")
+    try:
+        env.start(tick=0.2)
+        until(operator, lambda: (t := env.telemetry()) is not None and t.effective_mode.value == "paper",
+              "the runner trading on paper")
+        orders_before = emulator.request_count("POST", "/api/v3/order")
+        cm = cluster.get_json("configmap", "victim-runtime", "-n", ns)
+        doc = json.loads(cm["data"]["runtime.json"])
+        doc.update(effectiveMode="live", gateReplayHash="sha256:made-up", gateConsensusHash="sha256:made-up",
+                   gateHash=compute_gate_hash(doc["configHash"], "sha256:made-up", "sha256:made-up"))
+        doc["capital"]["liveCapital"] = 1000
+        cm["data"]["runtime.json"] = json.dumps(doc)
+        cm["immutable"] = True
+        cm["metadata"].pop("managedFields", None)
+        path = tmp_path / "forged.json"
+        path.write_text(json.dumps(cm))
+        # With the operator down, so that only the runner's own check stands between the forgery and the
+        # venue. One update: a ConfigMap may be made immutable by an update, and then no patch can undo it.
+        operator.stop()
+        try:
+            cluster.kubectl("replace", "-f", str(path), "--as", "mallory")
+
+            def refused() -> str:
+                assert "not signed by the operator's gate key" in env.annotations().get(
+                    "tradewarden.io/live-refused", "")
+                return env.annotations()["tradewarden.io/live-refused"]
+
+            until(operator, refused, "the runner to refuse the forged live permission")
+            for _ in range(20):
+                emulator.advance(1)
+            assert emulator.request_count("POST", "/api/v3/order") == orders_before, "a live order reached the venue"
+            telemetry = env.telemetry()
+            assert telemetry is not None and telemetry.effective_mode.value == "paper"
+        finally:
+            operator.start()
+
+        def replaced() -> dict[str, Any]:
+            live = cluster.get_json("configmap", "victim-runtime", "-n", ns)
+            assert not live.get("immutable"), "still the forged, immutable ConfigMap"
+            runtime = runtime_of(cluster, ns, "victim")
+            assert runtime is not None and runtime.effective_mode.value == "paper" and runtime.signature
+            bot = bot_of(cluster, ns, "victim")
+            intact = condition(bot, "Intact")
+            assert (intact["status"], intact["reason"]) == ("False", "ForeignWrite"), intact
+            return bot
+
+        until(operator, replaced, "the operator to replace the forged ConfigMap and report it", timeout=30)
+        for _ in range(20):
+            emulator.advance(1)
+        until(operator, lambda: (t := env.telemetry()) is not None and t.effective_mode.value == "paper",
+              "the runner still on paper")
+        assert emulator.request_count("POST", "/api/v3/order") == orders_before, "a live order reached the venue"
+        reasons = event_reasons(cluster, ns, "victim")
+        assert "ForeignWrite" in reasons and "LivePermissionRefused" in reasons, reasons
+        assert "refusing live orders, trading on paper: the live permission is not signed" in env.runners[0].output()
+    finally:
+        env.close()
