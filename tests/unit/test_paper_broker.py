@@ -234,3 +234,27 @@ def test_same_inputs_give_the_same_outputs() -> None:
         return out
 
     assert run() == run()
+
+
+def test_equity_is_the_book_its_own_fills_make() -> None:
+    """The paper account and a book derived from its fills alone (as the runner derives its live book)
+    agree: one accounting of a fill (``fill_cash_flow``) and one valuation (``mark_to_market``)."""
+    from tradewarden.exchange.broker import fill_cash_flow, mark_to_market
+
+    broker = make_broker()
+    results = [broker.create_order(order("a", amount=2.0))]
+    broker.update_price(BTC, 95.0, ts=2_000)
+    results.append(broker.create_order(order("b", OrderSide.SELL, 1.5)))
+    broker.update_price(BTC, 97.0, ts=3_000)
+    results.append(broker.create_order(order("c", amount=0.25)))
+    broker.update_price(BTC, 96.0, ts=4_000)
+    cash, held = 10_000.0, 0.0
+    for result in results:
+        for fill in result.fills:
+            cash += fill_cash_flow(result.side, fill.price, fill.amount, fill.fee)
+            held += fill.amount if result.side is OrderSide.BUY else -fill.amount
+    assert cash == pytest.approx(broker.fetch_balance()["USDT"].total, abs=1e-9)
+    assert mark_to_market(cash, {BTC: held}, {BTC: 96.0}) == pytest.approx(broker.equity(), abs=1e-9)
+    # By hand: bought 2 at 100.1 and 0.25 at 97.097, sold 1.5 at 94.905, fees 10 bps of each notional.
+    spent = 2 * 100.1 * 1.001 + 0.25 * 97.097 * 1.001 - 1.5 * 94.905 * 0.999
+    assert broker.equity() == pytest.approx(10_000 - spent + 0.75 * 96.0, abs=1e-9)

@@ -1,5 +1,8 @@
 """The ``Broker`` protocol: what the runner may ask of a venue, live (``ExchangeClient``) or simulated
-(``PaperBroker``), plus the small value types both return.
+(``PaperBroker``), plus the small value types both return and the accounting both books share: what a
+fill does to cash (``fill_cash_flow``), a fee in the quote currency (``fee_in_quote``), and equity marked
+at last prices (``mark_to_market``). The paper broker keeps its account with them, and the runner
+derives its live book's equity from its journaled live fills with the very same functions.
 
 The runner holds a ``Broker`` and never knows which one it has; the replay gate and tests use
 ``PaperBroker`` directly. Orders, results and positions are the shared types of
@@ -17,11 +20,11 @@ Contract every broker keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from tradewarden.api.market import OrderRequest, OrderResult, Position
+from tradewarden.api.market import Fill, OrderRequest, OrderResult, OrderSide, Position
 from tradewarden.exchange.errors import BadSymbol
 
 
@@ -85,3 +88,39 @@ def split_symbol(symbol: str) -> tuple[str, str]:
     if not sep or not base or not quote:
         raise BadSymbol(f"symbol must look like BASE/QUOTE, such as BTC/USDT (got {symbol!r})")
     return base, quote
+
+
+# ---- the accounting both books share ----------------------------------------------------------------
+
+
+def fill_cash_flow(side: OrderSide, price: float, amount: float, fee: float) -> float:
+    """Quote currency a fill moves, fees included: what a sell brings in, minus what a buy costs.
+
+    ``fee`` is in the quote currency (see ``fee_in_quote``).
+    """
+    notional = amount * price
+    return notional - fee if side is OrderSide.SELL else -(notional + fee)
+
+
+def fee_in_quote(fill: Fill, symbol: str) -> float | None:
+    """``fill``'s fee in the quote currency of ``symbol``.
+
+    A fee charged in the quote currency (or with no currency named) is taken as it is; a fee charged in
+    the base currency (Binance's default on a buy) is converted at the fill's own price. A fee in a third
+    asset (a venue token such as BNB) cannot be priced from the fill: ``None``, for the caller to report.
+    """
+    base, quote = split_symbol(symbol)
+    currency = fill.fee_currency
+    if not fill.fee or currency in ("", quote):
+        return fill.fee
+    if currency == base:
+        return fill.fee * fill.price
+    return None
+
+
+def mark_to_market(cash: float, holdings: Mapping[str, float], prices: Mapping[str, float]) -> float:
+    """Equity in the quote currency: ``cash`` plus each symbol's base holding at its price in ``prices``.
+
+    A holding with no price counts nothing (the caller passes a fallback price where it has one).
+    """
+    return cash + sum(qty * prices[symbol] for symbol, qty in holdings.items() if qty and symbol in prices)

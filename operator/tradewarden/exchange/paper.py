@@ -38,7 +38,13 @@ from tradewarden.api.market import (
     OrderType,
     Position,
 )
-from tradewarden.exchange.broker import Balance, MarketRules, split_symbol
+from tradewarden.exchange.broker import (
+    Balance,
+    MarketRules,
+    fill_cash_flow,
+    mark_to_market,
+    split_symbol,
+)
 from tradewarden.exchange.errors import InsufficientFunds, InvalidOrder, OrderNotFound
 
 _EPS = 1e-9
@@ -286,14 +292,14 @@ class PaperBroker:
         notional = amount * price
         fee = notional * self.fee_rate
         held_before = self._free.get(base, 0.0) + self._used.get(base, 0.0)
+        flow = fill_cash_flow(request.side, price, amount, fee)
+        self._free[quote] = _clean(self._free.get(quote, 0.0) + flow)
         if request.side is OrderSide.BUY:
-            self._free[quote] = _clean(self._free.get(quote, 0.0) - notional - fee)
             self._free[base] = _clean(self._free.get(base, 0.0) + amount)
             entry = self._entries.get(request.symbol, 0.0)
             self._entries[request.symbol] = (entry * held_before + price * amount) / (held_before + amount)
         else:
             self._free[base] = _clean(self._free.get(base, 0.0) - amount)
-            self._free[quote] = _clean(self._free.get(quote, 0.0) + notional - fee)
             if self._free[base] + self._used.get(base, 0.0) <= _EPS:
                 self._entries.pop(request.symbol, None)
         order.fills.append(Fill(price=price, amount=amount, fee=fee, fee_currency=quote))
@@ -359,12 +365,11 @@ class PaperBroker:
     def equity(self, quote_currency: str = "USDT") -> float:
         """Quote balance plus every other asset valued at its last ``<ASSET>/<quote>`` price (if seen)."""
         with self._lock:
-            total = 0.0
-            for asset, balance in self.fetch_balance().items():
-                if asset == quote_currency:
-                    total += balance.total
-                else:
-                    price = self._prices.get(f"{asset}/{quote_currency}")
-                    if price is not None:
-                        total += balance.total * price
-            return total
+            balances = self.fetch_balance()
+            cash = balances[quote_currency].total if quote_currency in balances else 0.0
+            holdings = {
+                f"{asset}/{quote_currency}": balance.total
+                for asset, balance in balances.items()
+                if asset != quote_currency
+            }
+            return mark_to_market(cash, holdings, self._prices)
