@@ -10,6 +10,7 @@ reads the exported window.
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import sqlite3
 import threading
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tradewarden.api.market import Candle, OrderRequest, OrderResult, Position
+from tradewarden.exchange.broker import fee_in_quote
+
+log = logging.getLogger("tradewarden.runner.journal")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candles (
@@ -40,6 +44,7 @@ CREATE TABLE IF NOT EXISTS orders (
     mode TEXT NOT NULL, status TEXT NOT NULL, venue_id TEXT, filled REAL NOT NULL DEFAULT 0,
     average REAL, error TEXT
 );
+-- price is the order's average fill price; fee is in the quote currency (see order_fee).
 CREATE TABLE IF NOT EXISTS fills (
     id INTEGER PRIMARY KEY, client_order_id TEXT NOT NULL, t INTEGER NOT NULL, symbol TEXT NOT NULL,
     side TEXT NOT NULL, price REAL NOT NULL, amount REAL NOT NULL, fee REAL NOT NULL, mode TEXT NOT NULL
@@ -55,6 +60,29 @@ CREATE INDEX IF NOT EXISTS signals_t ON signals (t);
 CREATE INDEX IF NOT EXISTS fills_t ON fills (t);
 CREATE INDEX IF NOT EXISTS orders_status ON orders (status);
 """
+
+
+def order_fee(result: OrderResult) -> float:
+    """The fees of ``result``'s fills in the quote currency, as the journal records them.
+
+    A fee the venue charged in the base currency is converted at its fill's price (and logged, so the
+    conversion is visible); a fee in a third asset (such as BNB) has no price here: it is logged as an
+    error and not counted, because the bot's book is kept in the quote currency only.
+    """
+    total = 0.0
+    for fill in result.fills:
+        fee = fee_in_quote(fill, result.symbol)
+        if fee is None:
+            log.error("fee of %g %s on %s %s is in neither currency of the symbol: not counted in the book",
+                      fill.fee, fill.fee_currency, result.symbol, result.client_order_id,
+                      extra={"fields": {"client_order_id": result.client_order_id, "fee_currency": fill.fee_currency}})
+            continue
+        if fee != fill.fee:
+            log.info("fee of %g %s on %s %s converted at the fill price %g: %g in quote currency", fill.fee,
+                     fill.fee_currency, result.symbol, result.client_order_id, fill.price, fee,
+                     extra={"fields": {"client_order_id": result.client_order_id, "fee_currency": fill.fee_currency}})
+        total += fee
+    return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +199,7 @@ class Journal:
             db.execute("UPDATE orders SET status = ?, venue_id = ?, filled = ?, average = ? WHERE client_order_id = ?",
                        (result.status.value, result.id, result.filled, result.average, result.client_order_id))
             if result.filled > 0 and result.average:
-                fee = sum(f.fee for f in result.fills)
+                fee = order_fee(result)
                 db.execute("INSERT INTO fills (client_order_id, t, symbol, side, price, amount, fee, mode) "
                            "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
                            "(SELECT 1 FROM fills WHERE client_order_id = ?)",
@@ -195,10 +223,12 @@ class Journal:
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
-    def fills(self, start: int = 0, end: int | None = None) -> list[dict[str, Any]]:
+    def fills(self, start: int = 0, end: int | None = None, mode: str | None = None) -> list[dict[str, Any]]:
+        """Fills from ``start`` to ``end`` (ms), oldest first; only those of one trading mode's book with ``mode``."""
         with self._lock:
             cur = self._db.execute("SELECT client_order_id, t, symbol, side, price, amount, fee, mode FROM fills "
-                                   "WHERE t >= ? AND t < ? ORDER BY t, id", (start, end if end is not None else 2**62))
+                                   "WHERE t >= ? AND t < ? AND (? IS NULL OR mode = ?) ORDER BY t, id",
+                                   (start, end if end is not None else 2**62, mode, mode))
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
@@ -242,12 +272,13 @@ class Journal:
         """Bounded retention: drop market data, signals and equity samples older than the cutoff.
 
         Orders, fills and intents are kept by default: they are the record of what the bot did with money.
+        Live fills are never dropped: the live book's equity is derived from them (``Engine._live_book``).
         """
         removed = 0
         with self._tx() as db:
             for table in ("candles", "signals", "equity"):
                 removed += db.execute(f"DELETE FROM {table} WHERE t < ?", (older_than_ms,)).rowcount  # noqa: S608
             if not keep_orders:
-                for table in ("intents", "fills"):
-                    removed += db.execute(f"DELETE FROM {table} WHERE t < ?", (older_than_ms,)).rowcount  # noqa: S608
+                removed += db.execute("DELETE FROM intents WHERE t < ?", (older_than_ms,)).rowcount
+                removed += db.execute("DELETE FROM fills WHERE t < ? AND mode != 'live'", (older_than_ms,)).rowcount
         return removed
