@@ -96,7 +96,10 @@ class RiskManager:
         """Track the peak; True when the drawdown limit is breached (the caller trips a bot-scoped halt)."""
         if equity > self.equity_peak:
             self.equity_peak = equity
-        self.drawdown_pct = 0.0 if self.equity_peak <= 0 else max(0.0, (1 - equity / self.equity_peak) * 100)
+        # (peak - equity) * 100 / peak, not (1 - equity / peak) * 100: the latter reads a loss of exactly the
+        # limit (90 of 100 against 10 %) as 9.999999999999998 % and would not trip.
+        self.drawdown_pct = 0.0 if self.equity_peak <= 0 else max(
+            0.0, (self.equity_peak - equity) * 100 / self.equity_peak)
         limit = self.limits.max_drawdown_pct
         return limit > 0 and self.drawdown_pct >= limit
 
