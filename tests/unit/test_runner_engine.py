@@ -228,10 +228,7 @@ def test_a_new_capital_base_is_not_a_drawdown(tmp_path: pathlib.Path, series: di
         assert eng.telemetry.equity == capital
         assert eng.risk.drawdown_pct == 0.0
         assert eng.kill_mode() == KillMode.OFF
-    # A real loss at the same base still counts: 500 -> 300 is 40 %, over the 30 % limit.
-    eng.journal.put("live_realised", -200.0)
-    eng._update_equity()
-    assert eng.kill_mode() == KillMode.HALT_ALL
+    # Real losses at one base still count: test_runner_live_pnl.py trips the halt on journaled live fills.
 
 
 def test_risk_manager_windows_slide() -> None:

@@ -36,6 +36,7 @@ from tradewarden.api.runtime import RuntimeConfig
 from tradewarden.api.strategyconfig import MODE_STEP_DOWN, StrategyMode
 from tradewarden.api.tradingbot import KillMode, TradingMode, strongest_kill_mode
 from tradewarden.exchange import Broker, ExchangeError, NeedsHuman, PaperBroker, RetryLater
+from tradewarden.exchange.broker import fill_cash_flow, mark_to_market
 from tradewarden.runner.intents import Intent, IntentKind, Lane, Verdict, admit, client_order_id
 from tradewarden.runner.journal import Journal
 from tradewarden.runner.metrics import RunnerMetrics
@@ -445,8 +446,9 @@ class Engine:
                 return None
             order_kind = OrderKind.EXIT
         else:
-            sized = intent.amount or self.risk.size_entry(self.telemetry.equity or self._equity_now(), price,
-                                                          intent.stop_price)
+            # Fresh equity, not the last tick's: a loss realised earlier in this tick shrinks the entry too.
+            live_cash, equity = self._live_book() if self.mode == TradingMode.LIVE else (0.0, self._equity_now())
+            sized = intent.amount or self.risk.size_entry(equity, price, intent.stop_price)
             if isinstance(sized, Rejection):
                 return self._reject(intent, sized)
             amount = sized * (scale if intent.lane == Lane.MAIN else 1.0)
@@ -458,7 +460,9 @@ class Engine:
                 fill_price = price * (1 + self.broker.slippage)
                 amount = min(amount, cash * ENTRY_CASH_HEADROOM / (fill_price * (1 + self.broker.fee_rate)))
             if self.mode == TradingMode.LIVE:
-                cap = self.config.capital.live_capital - self._exposure()
+                # What the live book may still put at risk: the ramp step's capital, less what it has lost
+                # (never more than the step, whatever it has won), less what is already in positions.
+                cap = min(self.config.capital.live_capital, equity) - (equity - live_cash)
                 amount = min(amount, max(cap, 0.0) / price)
             if amount * price <= 0:
                 return self._reject(intent, Rejection(RejectReason.CAPITAL,
@@ -629,18 +633,33 @@ class Engine:
             settled += 1
         return settled
 
-    def _exposure(self) -> float:
-        return sum(p.qty * (self.last_price(s) or p.entry_price) for s, p in self.positions.items() if p.is_open)
+    def _live_book(self) -> tuple[float, float]:
+        """Cash and equity of the live book, derived from the bot's journaled live fills every time.
+
+        Live equity is measured on the capital allotted to the bot (the ramp step's ``liveCapital``), not
+        on the whole venue account: cash is that capital plus what every live fill moved (sells bring in
+        price x amount less the fee, buys cost price x amount plus the fee; fees in the quote currency,
+        see ``journal.order_fee``), and equity adds the base held at the last price. That is the realised
+        PnL of the closed quantity plus the unrealised PnL of what is open, with nothing kept on the side
+        that could drift from the fills, and a restarted runner derives the same number. Every live fill
+        counts, at whatever ramp step it was made: a loss is not forgiven by a new step. A holding without
+        a price yet (a symbol no longer traded) is valued at its position's entry price.
+        """
+        cash = self.config.capital.live_capital
+        holdings: dict[str, float] = {}
+        for fill in self.journal.fills(mode=TradingMode.LIVE.value):
+            side = OrderSide(fill["side"])
+            cash += fill_cash_flow(side, fill["price"], fill["amount"], fill["fee"])
+            held = holdings.get(fill["symbol"], 0.0)
+            holdings[fill["symbol"]] = held + fill["amount"] if side == OrderSide.BUY else held - fill["amount"]
+        prices = {s: self.last_price(s) or self.positions.get(s, FLAT).entry_price for s in holdings}
+        return cash, mark_to_market(cash, holdings, prices)
 
     def _equity_now(self) -> float:
+        if self.mode == TradingMode.LIVE:
+            return self._live_book()[1]
         if isinstance(self.broker, PaperBroker):
             return self.broker.equity(self.config.capital.quote_currency)
-        if self.mode == TradingMode.LIVE:
-            # Live equity is measured on the capital allotted to the bot, not the whole account.
-            realised = float(self.journal.get("live_realised", 0.0))
-            return self.config.capital.live_capital + realised + sum(
-                p.qty * ((self.last_price(s) or p.entry_price) - p.entry_price)
-                for s, p in self.positions.items() if p.is_open)
         return self.config.capital.paper_balance
 
     def _update_equity(self) -> None:
