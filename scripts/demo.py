@@ -117,8 +117,12 @@ class Demo:
 
     def operator(self) -> None:
         step("starting the operator (tradewarden operator)")
+        # Its own namespace, as the chart's release namespace: the gate ledger and the signing key live there.
+        if not self.kubectl("get", "namespace", "tradewarden-system", "--ignore-not-found", "-o", "name"):
+            self.kubectl("create", "namespace", "tradewarden-system")
         proc = self.spawn("operator", [str(BIN / "tradewarden"), "operator", "--metrics-port",
-                                       str(self.args.operator_metrics_port)], env={"KUBECONFIG": self.kubeconfig})
+                                       str(self.args.operator_metrics_port), "--ledger-namespace",
+                                       "tradewarden-system"], env={"KUBECONFIG": self.kubeconfig})
         time.sleep(1.0)
         if proc.poll() is not None:
             raise SystemExit(f"the operator exited; see {STATE / 'operator.log'}")

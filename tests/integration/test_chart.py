@@ -142,14 +142,23 @@ def test_no_rbac_rule_uses_a_wildcard(helm_bin: pathlib.Path) -> None:
 
 
 def test_operator_role_never_reads_secrets_by_default(helm_bin: pathlib.Path) -> None:
+    # The one exception: the operator's own gate signing key, in the release namespace, read by name.
+    gate_key = [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["tradewarden-gate-signing-key"],
+                 "verbs": ["get"]}, {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]
     for where, rule in rbac_rules(render(helm_bin)):
+        if where == "Role/tw-tradewarden-operator-gate-key":
+            assert rule in gate_key, f"{where} grants more than the gate key: {rule}"
+            continue
         assert "secrets" not in rule.get("resources", []), f"{where} grants secrets: {rule}"
+    gate_role = next(r for r in by_kind(render(helm_bin), "Role") if r["metadata"]["name"].endswith("-gate-key"))
+    assert gate_role["metadata"]["namespace"] == "tw-system" and gate_role["rules"] == gate_key
     roles = by_kind(render(helm_bin, *all_flags("trading-prod")), "Role")
     creds = [r for r in roles if r["metadata"]["name"].endswith("-operator-credentials")]
     assert [r["metadata"]["namespace"] for r in creds] == ["trading-prod"]
     assert creds[0]["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
     assert {r["metadata"]["name"] for r in roles} == {"tw-tradewarden-operator-credentials",
-                                                      "tw-tradewarden-operator-reviewers"}
+                                                      "tw-tradewarden-operator-reviewers",
+                                                      "tw-tradewarden-operator-gate-key"}
 
 
 def test_reviewers_file_and_exactly_their_secrets(helm_bin: pathlib.Path) -> None:
@@ -451,7 +460,8 @@ def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
     # 3. The real operator, as a local process authenticated as the chart's ServiceAccount.
     sa_cluster = Cluster(kubeconfig=_token_kubeconfig(cluster, ns, chart_release["account"],
                                                       tmp_path / "sa.kubeconfig"), owned=False)
-    op = OperatorProcess(sa_cluster, tmp_path / "operator", prefix=prefix)
+    # The chart's release namespace is the operator's own (its gate ledger and key), as in the Deployment.
+    op = OperatorProcess(sa_cluster, tmp_path / "operator", prefix=prefix, ledger_ns=ns)
     cluster.kubectl("create", "namespace", bots_ns)
     try:
         op.start()

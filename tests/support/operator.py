@@ -56,13 +56,15 @@ class OperatorProcess:
     workdir: pathlib.Path
     prefix: str = field(default_factory=new_prefix)
     extra_args: tuple[str, ...] = ()
+    #: The operator's own namespace; by default ``<prefix>-system``, created at start.
+    ledger_ns: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     starts: int = 0
 
     @property
     def ledger_namespace(self) -> str:
-        return ledger_namespace_of_prefix(self.prefix)
+        return self.ledger_ns or ledger_namespace_of_prefix(self.prefix)
 
     @property
     def gate_key_ref(self) -> str:
@@ -80,7 +82,8 @@ class OperatorProcess:
         env = dict(os.environ, KUBECONFIG=self.cluster.kubeconfig, PYTHONUNBUFFERED="1",
                    TRADEWARDEN_INSTANCE=self.prefix)
         # The operator's own namespace (its gate ledger and keys), as the chart's release namespace.
-        self.cluster.kubectl("create", "namespace", self.ledger_namespace, check=False)
+        if self.ledger_ns is None:
+            self.cluster.kubectl("create", "namespace", self.ledger_namespace, check=False)
         self.proc = subprocess.Popen(
             [str(TRADEWARDEN), "operator", "--metrics-port", str(self.port), "--namespace", f"{self.prefix}-*",
              "--runner-image", "tradewarden/runner:test", "--ledger-namespace", self.ledger_namespace,
