@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from tradewarden.api.base import GROUP, VERSION
+from tradewarden.api.base import DATE_TIME_PATTERN, GROUP, VERSION
 from tradewarden.api.killswitch import KILL_SWITCH, KillSwitchSpec, KillSwitchStatus
 from tradewarden.api.meta import ResourceInfo
 from tradewarden.api.strategyconfig import STRATEGY_CONFIG, StrategyConfigSpec, StrategyConfigStatus
@@ -80,6 +80,10 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out["x-kubernetes-preserve-unknown-fields"] = True
     if out.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
+    if out.get("format") == "date-time" and "pattern" not in out:
+        # A plain ``datetime`` field (not base.DateTime, e.g. a condition's lastTransitionTime): the API
+        # server's date-time format alone admits values pydantic refuses (an offset of +25:00).
+        out["pattern"] = DATE_TIME_PATTERN
     return out
 
 
@@ -127,6 +131,8 @@ def build_crd(info: ResourceInfo, spec_model: type[BaseModel], status_model: typ
             "status": status,
         },
     }
+    if info.root_validations:
+        root["x-kubernetes-validations"] = [dict(v) for v in info.root_validations]
     if spec_required:
         root["required"] = ["spec"]
     else:

@@ -41,7 +41,11 @@ class ResourceInfo:
     description: str
     printer_columns: tuple[PrinterColumn, ...] = ()
     categories: tuple[str, ...] = ("trading",)
+    #: CEL rules on ``spec`` (``self`` is the spec; ``oldSelf`` makes a transition rule).
     spec_validations: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    #: CEL rules on the whole object: ``self.metadata.name`` (and ``generateName``) and ``self.spec`` are
+    #: visible there; the API server shows no other metadata field to CEL.
+    root_validations: tuple[dict[str, str], ...] = field(default_factory=tuple)
 
     @property
     def crd_name(self) -> str:

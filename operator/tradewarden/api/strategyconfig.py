@@ -7,6 +7,7 @@ each bot's runtime ConfigMap, by the runner.
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
 from pydantic import Field
 
@@ -15,6 +16,8 @@ from tradewarden.api.conditions import Condition
 from tradewarden.api.meta import AGE, ObjectMeta, PrinterColumn, ResourceInfo
 
 INSTRUMENT_PATTERN = r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}(:[A-Z0-9]{1,20})?$"
+#: A symbol in ccxt's unified form: BASE/QUOTE or BASE/QUOTE:SETTLE.
+Instrument = Annotated[str, Field(max_length=64, pattern=INSTRUMENT_PATTERN)]
 
 
 class Timeframe(enum.StrEnum):
@@ -80,10 +83,9 @@ class StrategyConfigSpec(WireModel):
         description="Key of the strategy in the registry, for example 'momentum'. "
                     "An unknown key makes the config invalid (status condition Valid=False).",
         min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_]*$")
-    instruments: list[str] = Field(
+    instruments: list[Instrument] = Field(
         default_factory=list, max_length=20,
-        description="Symbols in ccxt's unified form, e.g. 'BTC/USDT'. Empty means the strategy's defaults.",
-        json_schema_extra={"items": {"type": "string", "pattern": INSTRUMENT_PATTERN, "maxLength": 64}})
+        description="Symbols in ccxt's unified form, e.g. 'BTC/USDT'. Empty means the strategy's defaults.")
     timeframe: Timeframe = Field(default=Timeframe.M5, description="Bar timeframe the strategy runs on.")
     params: FreeForm = Field(
         default_factory=dict,

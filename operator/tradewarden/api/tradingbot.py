@@ -7,15 +7,66 @@ workload; the runner reads the ConfigMap. ``spec.mode`` is what the user asks fo
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
+import re
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from tradewarden.api.base import Name, Quantity, WireModel
+from tradewarden.api.base import (
+    DNS_LABEL_PATTERN,
+    DateTime,
+    Name,
+    Quantity,
+    Rule,
+    WireModel,
+    matching,
+    visible,
+)
 from tradewarden.api.conditions import Condition
 from tradewarden.api.meta import AGE, ObjectMeta, PrinterColumn, ResourceInfo
 from tradewarden.api.strategyconfig import INSTRUMENT_PATTERN
+
+#: The longest TradingBot name that can run. The bot's name is a label value (at most 63 characters)
+#: on every object the operator owns, and it names ``<bot>-runtime``, ``<bot>-evidence`` and
+#: ``<bot>-runner`` (ServiceAccount, Role, RoleBinding, Lease, StatefulSet). The StatefulSet labels its
+#: pod ``<bot>-runner-0`` with ``controller-revision-hash: <bot>-runner-<10 characters>``, a label value:
+#: 45 + len("-runner-") + 10 = 63. A longer name is refused at admission (a root-level CEL rule).
+MAX_BOT_NAME = 45
+
+BOT_NAME_LENGTH_MESSAGE = (
+    f"metadata.name: a TradingBot name may have at most {MAX_BOT_NAME} characters: the runner StatefulSet "
+    f"<name>-runner labels its pod controller-revision-hash=<name>-runner-<10 characters>, a label value "
+    f"of at most 63 characters")
+BOT_NAME_SYNTAX_MESSAGE = (
+    "metadata.name: a TradingBot name must be a DNS-1123 label (lower-case letters, digits and '-', starting "
+    "and ending with a letter or digit, no '.'): it is a label value on every object the operator owns")
+_DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
+
+
+def bot_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a TradingBot's name (the admission rules' message), or None when it can."""
+    if len(name) > MAX_BOT_NAME:
+        return BOT_NAME_LENGTH_MESSAGE
+    if not _DNS_LABEL.fullmatch(name):
+        return BOT_NAME_SYNTAX_MESSAGE
+    return None
+
+
+#: The root-level rules on a TradingBot's name (CEL on the root sees metadata.name). No fieldPath: the
+#: API server accepts only paths into the schema, and metadata has none; the messages name the field.
+BOT_NAME_VALIDATIONS: tuple[dict[str, str], ...] = (
+    {"rule": f"size(self.metadata.name) <= {MAX_BOT_NAME}", "message": BOT_NAME_LENGTH_MESSAGE,
+     "reason": "FieldValueInvalid"},
+    {"rule": f"self.metadata.name.matches(r'{DNS_LABEL_PATTERN}')", "message": BOT_NAME_SYNTAX_MESSAGE,
+     "reason": "FieldValueInvalid"},
+)
+
+
+def BotName(description: str, **kwargs: Any) -> Any:
+    """A field naming a TradingBot: a DNS-1123 label of at most :data:`MAX_BOT_NAME` characters."""
+    return Field(description=description, min_length=1, max_length=MAX_BOT_NAME, pattern=DNS_LABEL_PATTERN,
+                 **kwargs)
 
 
 class TradingMode(enum.StrEnum):
@@ -57,14 +108,45 @@ def strongest_kill_mode(*modes: KillMode | str) -> KillMode:
     return best
 
 
+def _secret_data_key(field: str) -> Rule:
+    # Kubernetes' IsConfigMapKey: the syntax of a key in a Secret's data.
+    syntax = matching(r"^[-._a-zA-Z0-9]+$", "")
+    return Rule(
+        expr=f"{syntax.expr} && SELF != '.' && !SELF.startsWith('..')",
+        message=f"{field} must be a Secret data key: letters, digits, '-', '_' and '.', at most 253 "
+                "characters, not '.' and not starting with '..'",
+        check=lambda v: syntax.check(v) and v != "." and not v.startswith(".."))
+
+
+#: Names of keys in a Secret's data (``credentialsSecretRef.<field>``).
+ApiKeyKey = Annotated[str, Field(min_length=1, max_length=253), _secret_data_key("credentialsSecretRef.apiKeyKey")]
+SecretKeyKey = Annotated[str, Field(min_length=1, max_length=253), _secret_data_key("credentialsSecretRef.secretKey")]
+PasswordKeyKey = Annotated[str, Field(min_length=1, max_length=253),
+                           _secret_data_key("credentialsSecretRef.passwordKey")]
+
+
 class SecretKeyRef(WireModel):
     """Where the exchange credentials are: a Secret in the bot's namespace. Never the keys themselves."""
 
     name: str = Name("Name of the Secret in the bot's namespace.")
-    api_key_key: str = Field(default="apiKey", max_length=253, description="Key in the Secret holding the API key.")
-    secret_key: str = Field(default="secret", max_length=253, description="Key in the Secret holding the API secret.")
-    password_key: str | None = Field(default=None, max_length=253,
-                                     description="Key holding the API passphrase, for venues that need one.")
+    api_key_key: ApiKeyKey = Field(default="apiKey", description="Key in the Secret holding the API key.")
+    secret_key: SecretKeyKey = Field(default="secret", description="Key in the Secret holding the API secret.")
+    password_key: PasswordKeyKey | None = Field(
+        default=None, description="Key holding the API passphrase, for venues that need one.")
+
+
+_URL_HOST = (r"([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*"
+             r"|\[[0-9A-Fa-f:.]+\])")
+_URL_PORT = r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+_URL_PATH = r"(/([-A-Za-z0-9._~!$&()*+,;=:@/]|%[0-9A-Fa-f]{2})*)?"
+#: ``http(s)://host[:port][/path]`` and nothing else: no user:password@, no ?query, no #fragment, no spaces.
+API_URL_PATTERN = f"^https?://{_URL_HOST}{_URL_PORT}{_URL_PATH}$"
+API_URL_RULE = matching(
+    API_URL_PATTERN,
+    "exchange.apiUrl must be http(s)://host[:port][/path]: no user:password@ (credentials belong in "
+    "credentialsSecretRef), no ?query, no #fragment, no spaces; the value is not repeated here")
+
+ApiUrl = Annotated[str, Field(min_length=1, max_length=512), API_URL_RULE]
 
 
 class ExchangeSpec(WireModel):
@@ -77,10 +159,11 @@ class ExchangeSpec(WireModel):
         default=None,
         description="Secret with the API key and secret. Required for live mode; "
                     "signals and paper modes use public market data only.")
-    api_url: str | None = Field(
-        default=None, max_length=512, pattern=r"^https?://[^\s]+$",
-        description="Base URL overriding the venue's REST endpoint, for a local exchange emulator "
-                    "or a private gateway.")
+    api_url: ApiUrl | None = Field(
+        default=None,
+        description="http(s)://host[:port][/path] overriding the venue's REST endpoint, for a local exchange "
+                    "emulator or a private gateway. No user:password@, query or fragment: keys belong in "
+                    "credentialsSecretRef.")
 
 
 class RiskLimits(WireModel):
@@ -115,12 +198,11 @@ class CapitalSpec(WireModel):
                                 description="Currency balances and limits are expressed in.")
     paper_balance: float = Field(default=10000.0, gt=0.0, le=1e12,
                                  description="Starting quote balance of the paper broker.")
-    live_steps: list[float] = Field(
+    live_steps: list[Annotated[float, Field(gt=0.0)]] = Field(
         default_factory=lambda: [100.0, 500.0, 1000.0, 2500.0], min_length=1, max_length=16,
         description="Live capital ramp in quote units, e.g. [100, 500, 1000, 2500]. The bot starts at the "
                     "first step and advances one step at a time with fresh passing evidence.",
-        json_schema_extra={"items": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
-                           "default": [100.0, 500.0, 1000.0, 2500.0]})
+        json_schema_extra={"default": [100.0, 500.0, 1000.0, 2500.0]})
     ramp_dwell_minutes: int = Field(default=1440, ge=0, le=525600,
                                     description="Minimum time at a step before advancing to the next.")
     ramp_paused: bool = Field(default=False, description="True holds the ramp at the current step.")
@@ -163,7 +245,7 @@ class ManualIntent(WireModel):
 class ManualLaneSpec(WireModel):
     """A lane for manual orders that closes by itself: intents run only before enabledUntil."""
 
-    enabled_until: dt.datetime | None = Field(
+    enabled_until: DateTime | None = Field(
         default=None,
         description="RFC 3339 time until which manual intents are honoured; after it the lane refuses them.")
     intents: list[ManualIntent] = Field(default_factory=list, max_length=50,
@@ -177,10 +259,17 @@ class ResourceRequirements(WireModel):
                                         description="Resource limits, e.g. memory: 512Mi.")
 
 
+#: An image reference's characters (no spaces, no scheme): registry/path:tag@sha256:digest.
+IMAGE_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9._/:@+]*$"
+
+
 class RunnerSpec(WireModel):
     """Overrides for the runner workload (placement cluster). Changing these rolls the pod."""
 
-    image: str | None = Field(default=None, max_length=512, description="Runner image; defaults to the operator's.")
+    image: str | None = Field(
+        default=None, min_length=1, max_length=512, pattern=IMAGE_PATTERN,
+        description="Runner image reference, e.g. registry.example/tradewarden/runner:1.2; defaults to the "
+                    "operator's.")
     resources: ResourceRequirements | None = Field(default=None, description="Runner pod resources.")
     journal_size: Quantity | None = Field(default=None, description="Size of the journal volume, e.g. 1Gi.")
     heartbeat_grace_seconds: int = Field(
@@ -188,12 +277,17 @@ class RunnerSpec(WireModel):
         description="The runner stops new entries on its own when the API server has been unreachable this long.")
 
 
+ConfirmedBy = Annotated[str, Field(min_length=1, max_length=128), visible("liveConfirmation.confirmedBy")]
+Ticket = Annotated[str, Field(min_length=1, max_length=256), visible("liveConfirmation.ticket")]
+
+
 class LiveConfirmation(WireModel):
     """The second, explicit human confirmation that live trading with real money is intended."""
 
     acknowledge_real_money: bool = Field(description="Must be true: this bot may trade real money.")
-    confirmed_by: str = Field(min_length=1, max_length=128, description="Who confirmed, e.g. an email.")
-    ticket: str | None = Field(default=None, max_length=256, description="Change ticket or reason.")
+    confirmed_by: ConfirmedBy = Field(description="Who confirmed, e.g. an email; at least one visible character.")
+    ticket: Ticket | None = Field(default=None, description="Change ticket or reason; when given, at least one "
+                                                            "visible character.")
 
 
 class TradingBotSpec(WireModel):
@@ -212,17 +306,17 @@ class TradingBotSpec(WireModel):
     risk: RiskLimits = Field(default_factory=RiskLimits, description="Risk limits.")
     capital: CapitalSpec = Field(default_factory=CapitalSpec, description="Paper balance and live ramp.")
     promotion: PromotionSpec = Field(default_factory=PromotionSpec, description="Promotion gate settings.")
-    allowed_intent_sources: list[str] = Field(
+    allowed_intent_sources: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=lambda: ["strategy"], max_length=16,
         description="Sources whose order intents the runner accepts (default deny for all others).",
-        json_schema_extra={"items": {"type": "string", "maxLength": 64}, "default": ["strategy"]})
+        json_schema_extra={"default": ["strategy"]})
     manual_lane: ManualLaneSpec = Field(default_factory=ManualLaneSpec, description="The manual order lane.")
     runner: RunnerSpec = Field(default_factory=RunnerSpec, description="Runner workload overrides.")
 
 
 class ReplayWindow(WireModel):
-    start: dt.datetime = Field(description="First bar of the evaluation window.")
-    end: dt.datetime = Field(description="End of the evaluation window.")
+    start: DateTime = Field(description="First bar of the evaluation window.")
+    end: DateTime = Field(description="End of the evaluation window.")
 
 
 class ReplayEvidence(WireModel):
@@ -244,10 +338,10 @@ class ReplayEvidence(WireModel):
                                     "when the replay could not run).")
     message: str = Field(default="", max_length=2048,
                          description="The verdict in words: the numbers, or why the replay could not run.")
-    exported_at: dt.datetime | None = Field(
+    exported_at: DateTime | None = Field(
         default=None, description="When the runner exported the window replayed; a newer export triggers a "
                                   "new replay, and no newer export means no refresh.")
-    finished_at: dt.datetime | None = Field(default=None, description="When the replay finished.")
+    finished_at: DateTime | None = Field(default=None, description="When the replay finished.")
     override_reason: str | None = Field(default=None, max_length=1024,
                                         description="Set while the replay gate is overridden by the annotation "
                                                     "tradewarden.io/override-replay-gate (its reason).")
@@ -273,7 +367,7 @@ class Vote(WireModel):
     risk: RiskLevel = Field(description="LOW, MEDIUM, HIGH or CRITICAL.")
     reason: str = Field(default="", max_length=2048, description="Why, in the reviewer's words (redacted).")
     evidence_hash: str = Field(default="", max_length=80, description="Hash of the evidence this vote judged.")
-    at: dt.datetime | None = Field(default=None, description="When the vote was cast.")
+    at: DateTime | None = Field(default=None, description="When the vote was cast.")
 
 
 class ConsensusStatus(WireModel):
@@ -304,13 +398,13 @@ class GateTrip(WireModel):
     reset_annotation: str = Field(default="", max_length=256,
                                   description="tradewarden.io/reset-trip when the trip was recorded; "
                                               "changing the annotation releases the trip.")
-    at: dt.datetime | None = Field(default=None, description="When the trip was recorded.")
+    at: DateTime | None = Field(default=None, description="When the trip was recorded.")
 
 
 class CapitalStatus(WireModel):
     step: int = Field(default=0, ge=0, description="Index of the current live ramp step (0-based).")
     amount: float = Field(default=0.0, description="Capital allowed at the current step, quote units.")
-    since: dt.datetime | None = Field(default=None, description="When the bot reached the current step.")
+    since: DateTime | None = Field(default=None, description="When the bot reached the current step.")
     paused: bool = Field(default=False, description="Whether the ramp is paused.")
 
 
@@ -319,7 +413,7 @@ class RunnerStatus(WireModel):
 
     applied_config_hash: str = Field(default="", max_length=80, description="Config hash the runner applied.")
     kill_mode: str = Field(default="", max_length=16, description="Kill mode the runner acknowledged.")
-    last_heartbeat: dt.datetime | None = Field(default=None, description="Last Lease renewal.")
+    last_heartbeat: DateTime | None = Field(default=None, description="Last Lease renewal.")
     equity: float = Field(default=0.0, description="Equity in quote currency.")
     pnl: float = Field(default=0.0, description="Profit and loss since start, quote currency.")
     drawdown_pct: float = Field(default=0.0, description="Drawdown from the equity peak, percent.")
@@ -352,7 +446,7 @@ class TradingBotStatus(WireModel):
     consensus: ConsensusStatus | None = Field(default=None, description="Latest reviewer consensus.")
     capital: CapitalStatus | None = Field(default=None,
                                           description="Live capital ramp position; present only while live.")
-    paper_since: dt.datetime | None = Field(
+    paper_since: DateTime | None = Field(
         default=None, description="When the effective mode last left signals (paper, later perhaps live); "
                                   "the time in paper that consensus reviewers judge is measured from it.")
     gate_trip: GateTrip | None = Field(default=None,
@@ -399,6 +493,7 @@ TRADING_BOT = ResourceInfo(
         PrinterColumn("Placement", ".spec.placement", priority=1),
         AGE,
     ),
+    root_validations=BOT_NAME_VALIDATIONS,
     spec_validations=(
         {
             "rule": "self.mode != 'live' || (has(self.liveConfirmation) "
