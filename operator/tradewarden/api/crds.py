@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from tradewarden.api.base import DATE_TIME_PATTERN, GROUP, VERSION
+from tradewarden.api.gateoverride import GATE_OVERRIDE, GateOverrideSpec, GateOverrideStatus
 from tradewarden.api.killswitch import KILL_SWITCH, KillSwitchSpec, KillSwitchStatus
 from tradewarden.api.meta import ResourceInfo
 from tradewarden.api.strategyconfig import STRATEGY_CONFIG, StrategyConfigSpec, StrategyConfigStatus
@@ -28,6 +29,7 @@ KINDS: tuple[tuple[ResourceInfo, type[BaseModel], type[BaseModel]], ...] = (
     (STRATEGY_CONFIG, StrategyConfigSpec, StrategyConfigStatus),
     (TRADING_BOT, TradingBotSpec, TradingBotStatus),
     (KILL_SWITCH, KillSwitchSpec, KillSwitchStatus),
+    (GATE_OVERRIDE, GateOverrideSpec, GateOverrideStatus),
 )
 
 _DROP_KEYS = {"title", "additionalProperties", "$defs", "discriminator"}
