@@ -14,7 +14,7 @@ EXAMPLES = sorted(p for p in (REPO / "examples").glob("[0-9][0-9]-*") if p.is_di
 
 
 def test_crds_are_established(cluster: Cluster) -> None:
-    for name in ("tradingbots", "strategyconfigs", "killswitches"):
+    for name in ("tradingbots", "strategyconfigs", "killswitches", "gateoverrides"):
         crd = cluster.get_json("crd", f"{name}.tradewarden.io")
         conds = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
         assert conds["Established"] == "True"
@@ -37,6 +37,8 @@ def test_short_names_and_category(cluster: Cluster, namespace: str) -> None:
     assert "trading" in rows["tradingbots"]
     assert "sc,strat" in rows["strategyconfigs"]
     assert "ks" in rows["killswitches"]
+    assert "gov" in rows["gateoverrides"]
+    assert "trading" in rows["gateoverrides"]
     cluster.apply(_bot("shorty"), namespace=namespace)
     for short in ("tb", "bot", "trading"):
         assert "shorty" in cluster.kubectl("get", short, "-n", namespace).stdout
@@ -110,7 +112,7 @@ def test_server_fills_every_default(cluster: Cluster, namespace: str) -> None:
 
 
 def test_invalid_corpus_is_large_enough() -> None:
-    assert len(INVALID) >= 30
+    assert len(INVALID) >= 86
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
@@ -127,3 +129,69 @@ def test_invalid_manifest_is_refused_naming_the_field(cluster: Cluster, namespac
     proc = cluster.apply(bad, namespace=None if bad["kind"] == "KillSwitch" else namespace, check=False)
     assert proc.returncode != 0, f"{path.name} was accepted but must be refused"
     assert expect in proc.stderr, f"{path.name}: the error does not name {expect!r}:\n{proc.stderr}"
+
+
+def _gov(name: str, **spec: object) -> dict[str, object]:
+    body: dict[str, object] = {"botName": "columns", "reason": "replay workers down, INC-4711",
+                               "expiresAt": "2030-01-01T04:00:00Z"}
+    body.update(spec)
+    return {"apiVersion": "tradewarden.io/v1alpha1", "kind": "GateOverride", "metadata": {"name": name},
+            "spec": body}
+
+
+def test_gate_override_columns_and_immutable_spec(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(_gov("outage"), namespace=namespace)
+    out = cluster.kubectl("get", "gov", "-n", namespace).stdout.splitlines()
+    assert out[0].split() == ["NAME", "BOT", "EXPIRES", "ACTIVE", "AGE"]
+    assert out[1].split()[:3] == ["outage", "columns", "2030-01-01T04:00:00Z"]
+    # Metadata stays editable (labels, annotations); the spec does not.
+    cluster.kubectl("label", "gov", "outage", "-n", namespace, "incident=inc-4711")
+    proc = cluster.apply(_gov("outage", expiresAt="2030-01-01T08:00:00Z"), namespace=namespace, check=False)
+    assert proc.returncode != 0
+    assert "a GateOverride cannot be changed; delete it and create a new one" in proc.stderr
+    cluster.kubectl("delete", "gov", "outage", "-n", namespace)
+
+
+_CONFIRMED = {"acknowledgeRealMoney": True, "confirmedBy": "Zo\u00eb \u00dcnal <zoe@example.com>",
+              "ticket": "\u53d8\u66f4-42"}
+#: Inputs at the edge of the new rules that must still apply: each (kind, name, spec).
+VALID_EDGES: list[tuple[str, str, dict[str, object]]] = [
+    ("TradingBot", "b" * 45, {}),  # the longest name that can run
+    ("TradingBot", "offset", {"mode": "paper", "manualLane": {"enabledUntil": "2030-01-01T05:30:00+05:30"}}),
+    ("TradingBot", "offset-west", {"manualLane": {"enabledUntil": "2030-01-01T00:00:00.123456789-23:59"}}),
+    ("TradingBot", "emulator", {"exchange": {"id": "binance", "sandbox": False, "apiUrl": "http://127.0.0.1:8080"}}),
+    ("TradingBot", "gateway", {"exchange": {"id": "binance", "apiUrl": "https://gw.example:8443/binance/%7Eapi/v3/"}}),
+    ("TradingBot", "ipv6", {"exchange": {"id": "binance", "apiUrl": "http://[::1]:9000"}}),
+    ("TradingBot", "keys", {"exchange": {"id": "okx", "credentialsSecretRef": {
+        "name": "okx-keys", "apiKeyKey": "api-key.v2_x", "secretKey": ".secret", "passwordKey": "PASS_PHRASE"}}}),
+    ("TradingBot", "confirmed", {"mode": "live", "liveConfirmation": _CONFIRMED,
+                                 "exchange": {"id": "binance", "credentialsSecretRef": {"name": "keys"}}}),
+    ("TradingBot", "runner", {"runner": {"image": "registry.example:5000/tw/runner:1.2",
+                                         "journalSize": "1.5Gi", "resources": {"requests": {"cpu": "100m"}}}}),
+    ("KillSwitch", "prefixed", {"mode": "off", "selector": {
+        "namespaces": ["trading-prod", "a"],
+        "botSelector": {"matchLabels": {"example.com/team": "alpha", "tier": "", "T.x_y-z": "A.b_c-1"},
+                        "matchExpressions": [{"key": "app.kubernetes.io/part-of", "operator": "In",
+                                              "values": ["tradewarden", ""]},
+                                             {"key": "pin", "operator": "DoesNotExist"},
+                                             {"key": "tradewarden.io/role", "operator": "Exists", "values": []}]}}}),
+    ("KillSwitch", "triggered", {"mode": "off", "trigger": {"fleetDrawdownPct": 5, "mode": "flatten"}}),
+    ("GateOverride", "offset", {"botName": "columns", "reason": "\u56de\u653e\u6302\u4e86",
+                                "expiresAt": "2030-01-01T09:30:00+05:30", "ticket": "INC-1"}),
+]
+
+
+@pytest.mark.parametrize(("kind", "name", "spec"), VALID_EDGES, ids=lambda v: v if isinstance(v, str) else "")
+def test_valid_inputs_at_the_edge_of_the_rules_still_apply(cluster: Cluster, namespace: str, kind: str, name: str,
+                                                            spec: dict[str, object]) -> None:
+    cluster_scoped = kind == "KillSwitch"
+    if cluster_scoped:
+        name = f"{namespace}-{name}"[:63]
+    base: dict[str, object] = {"strategyConfigRef": "momentum-btc", "exchange": {"id": "binance"}} \
+        if kind == "TradingBot" else {}
+    doc = {"apiVersion": "tradewarden.io/v1alpha1", "kind": kind, "metadata": {"name": name},
+           "spec": {**base, **spec}}
+    proc = cluster.apply(doc, namespace=None if cluster_scoped else namespace, check=False)
+    if cluster_scoped:
+        cluster.kubectl("delete", "ks", name, "--ignore-not-found")
+    assert proc.returncode == 0, f"{kind} {name} was refused:\n{proc.stderr}"
