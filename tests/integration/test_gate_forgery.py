@@ -108,7 +108,7 @@ def test_a_hand_written_status_unlocks_nothing(cluster: Cluster, operator: Opera
             bot = bot_of(cluster, ns, "forged")
             status = bot["status"]
             assert status["effectiveMode"] == "paper", status["effectiveMode"]
-            assert "replay" not in status and "consensus" not in status and "capital" not in status, status
+            assert not {"replay", "consensus", "capital"} & set(status), status
             assert status.get("paperSince", "") != "2000-01-01T00:00:00Z"
             intact = condition(bot, "Intact")
             assert (intact["status"], intact["reason"]) == ("False", "StatusTampered"), intact
@@ -117,11 +117,12 @@ def test_a_hand_written_status_unlocks_nothing(cluster: Cluster, operator: Opera
         bot = until(operator, restored, f"the forged status ({who or 'admin'}) to be replaced by the ledger's")
         assert condition(bot, "Promoted")["status"] == "False"
         runtime = runtime_of(cluster, ns, "forged")
-        assert runtime is not None and runtime.effective_mode.value == "paper"
+        assert runtime is not None
+        assert runtime.effective_mode.value == "paper"
         assert not runtime.gate_hash
         assert "StatusTampered" in event_reasons(cluster, ns, "forged")
-    assert "StatusTampered" in operator.metrics() and \
-        re.search(r'integrity_problems_total\{reason="StatusTampered"\} [1-9]', operator.metrics())
+    assert "StatusTampered" in operator.metrics()
+    assert re.search(r'integrity_problems_total\{reason="StatusTampered"\} [1-9]', operator.metrics())
 
 
 def test_an_editor_written_immutable_runtime_configmap_never_trades_live(
@@ -135,7 +136,8 @@ def test_an_editor_written_immutable_runtime_configmap_never_trades_live(
     del bot["spec"]["liveConfirmation"]
     cluster.apply(bot, namespace=ns)
     honest = wait_runtime(cluster, operator, ns, "victim")
-    assert honest.signature and honest.effective_mode.value == "paper"
+    assert honest.signature
+    assert honest.effective_mode.value == "paper"
     env = BotEnv(cluster, ns, "victim", tmp_path / "victim", operator_managed=True)
     grant(cluster, ns, "mallory", cluster_role="edit")
     try:
@@ -169,7 +171,8 @@ def test_an_editor_written_immutable_runtime_configmap_never_trades_live(
                 emulator.advance(1)
             assert emulator.request_count("POST", "/api/v3/order") == orders_before, "a live order reached the venue"
             telemetry = env.telemetry()
-            assert telemetry is not None and telemetry.effective_mode.value == "paper"
+            assert telemetry is not None
+            assert telemetry.effective_mode.value == "paper"
         finally:
             operator.start()
 
@@ -177,7 +180,9 @@ def test_an_editor_written_immutable_runtime_configmap_never_trades_live(
             live = cluster.get_json("configmap", "victim-runtime", "-n", ns)
             assert not live.get("immutable"), "still the forged, immutable ConfigMap"
             runtime = runtime_of(cluster, ns, "victim")
-            assert runtime is not None and runtime.effective_mode.value == "paper" and runtime.signature
+            assert runtime is not None
+            assert runtime.effective_mode.value == "paper"
+            assert runtime.signature
             bot = bot_of(cluster, ns, "victim")
             intact = condition(bot, "Intact")
             assert (intact["status"], intact["reason"]) == ("False", "ForeignWrite"), intact
@@ -190,7 +195,7 @@ def test_an_editor_written_immutable_runtime_configmap_never_trades_live(
               "the runner still on paper")
         assert emulator.request_count("POST", "/api/v3/order") == orders_before, "a live order reached the venue"
         reasons = event_reasons(cluster, ns, "victim")
-        assert "ForeignWrite" in reasons and "LivePermissionRefused" in reasons, reasons
+        assert {"ForeignWrite", "LivePermissionRefused"} <= set(reasons), reasons
         assert "refusing live orders, trading on paper: the live permission is not signed" in env.runners[0].output()
     finally:
         env.close()

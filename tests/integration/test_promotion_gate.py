@@ -14,6 +14,7 @@ then votes HOLD at MEDIUM risk. The real runner's own evidence is tested in test
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -23,9 +24,11 @@ from typing import Any
 
 import pytest
 
+from support.evidence import bars
 from support.kube import Cluster
 from support.operator import OperatorProcess, condition, strategy_config
 from support.promotion import (
+    EXPORT_BARS,
     bot_of,
     event_reasons,
     events_of,
@@ -40,7 +43,9 @@ from support.promotion import (
     write_export,
 )
 from support.reviewers import Answer, ReviewerServer
+from tradewarden.api.market import Candle
 from tradewarden.api.tradingbot import TradingBot
+from tradewarden.emulator import Emulator
 
 pytestmark = pytest.mark.cluster
 
@@ -76,8 +81,26 @@ def ns(cluster: Cluster, operator: OperatorProcess, request: pytest.FixtureReque
     return name
 
 
-def start_bot(cluster: Cluster, op: OperatorProcess, ns: str, name: str, **spec: Any) -> None:
-    cluster.apply(live_bot(name, "sma", **spec), namespace=ns)
+#: The venues of the prepared exports: one emulator per series seed, past the bars the exports hold. The
+#: gate compares an export's bars with the venue's own before it replays anything.
+VENUES: dict[int, Emulator] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def venues() -> Iterator[dict[int, Emulator]]:
+    for seed in (1, 2):
+        VENUES[seed] = Emulator(seed=seed, bar_seconds=None)
+        VENUES[seed].start()
+        VENUES[seed].advance(EXPORT_BARS + 10)
+    yield VENUES
+    for emu in VENUES.values():
+        emu.stop()
+    VENUES.clear()
+
+
+def start_bot(cluster: Cluster, op: OperatorProcess, ns: str, name: str, seed: int = 1, **spec: Any) -> None:
+    venue = {"sandbox": False, "apiUrl": VENUES[seed].url}
+    cluster.apply(live_bot(name, "sma", exchange=venue, **spec), namespace=ns)
     wait_runtime(cluster, op, ns, name, lambda r: r.strategy.key == "sma_cross")
 
 
@@ -191,6 +214,46 @@ def test_a_tampered_export_fails_the_replay(cluster: Cluster, operator: Operator
     assert "Failed" in event_reasons(cluster, ns, "tampered")
 
 
+def test_a_forged_export_is_refused_and_a_future_date_blocks_nothing(cluster: Cluster, operator: OperatorProcess,
+                                                                     ns: str) -> None:
+    """Attack 3 of issue "Close the holes": synthetic bars on which the strategy wins, decisions and fills
+    made with the runner's own model so that the replay agrees, the bot's config hash, and a date 12 h
+    ahead. The gate checks the bars against the venue itself and refuses exports dated in the future."""
+    start_bot(cluster, operator, ns, "forger")
+    runtime = runtime_of(cluster, ns, "forger")
+    assert runtime is not None
+    honest = prepared_export(runtime)
+    synthetic = {sym: [Candle(c.ts, c.open * 1.02, c.high * 1.02, c.low * 1.02, c.close * 1.02, c.volume)
+                       for c in bars(sym, EXPORT_BARS, seed=1)] for sym in honest.candles}
+    forged = prepared_export(runtime, candles=synthetic)
+    assert forged.candles != honest.candles, "the forgery trades on bars of its own"
+    assert forged.fills
+    # 1. Dated 12 h ahead: refused before anything else, and recorded no later than now.
+    ahead = int(time.time() * 1000) + 12 * 3600 * 1000
+    write_export(cluster, ns, "forger", forged.model_copy(update={"exported_at": ahead}))
+    bot = settled(cluster, operator, ns, "forger", "Failed", "Missing")
+    assert "in the future; refused" in bot["status"]["replay"]["message"]
+    assert bot["status"]["replay"]["exportedAt"] < dt.datetime.fromtimestamp(ahead / 1000, dt.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    # 2. Dated now: its bars are not the venue's.
+    write_export(cluster, ns, "forger", forged.model_copy(update={"exported_at": int(time.time() * 1000)}))
+
+    def refused() -> dict[str, Any]:
+        bot = bot_of(cluster, ns, "forger")
+        assert "differ from the venue's market data" in bot["status"]["replay"]["message"]
+        return bot
+
+    bot = until(operator, refused, "the forged bars to be refused")
+    assert reason(bot, "ReplayVerified") == "Failed"
+    assert "consensus" not in bot["status"]
+    assert_paper(cluster, bot, "ReplayFailed")
+    # 3. The honest export after them counts: the future date held nothing back.
+    write_export(cluster, ns, "forger", prepared_export(runtime))
+    settled(cluster, operator, ns, "forger", "Passed", "Approved")
+    until(operator, lambda: bot_of(cluster, ns, "forger")["status"]["effectiveMode"] == "live", "forger live on "
+          "honest evidence")
+
+
 def test_too_few_trades_is_insufficient(cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
     start_bot(cluster, operator, ns, "few", promotion={"minTrades": 50})
     export_for(cluster, operator, ns, "few")
@@ -209,7 +272,7 @@ def test_a_tie_is_rejected(cluster: Cluster, operator: OperatorProcess, server: 
     server.answers[("alpha", "tie")] = Answer("PROCEED_WITH_CAUTION", "LOW")
     for reviewer in ("beta", "slow", "twin1"):
         server.answers[(reviewer, "tie")] = Answer("HOLD", "LOW")
-    start_bot(cluster, operator, ns, "tie")
+    start_bot(cluster, operator, ns, "tie", seed=2)
     export_for(cluster, operator, ns, "tie", seed=2)
     bot = settled(cluster, operator, ns, "tie", "Passed", "Rejected")
     assert_paper(cluster, bot, "ConsensusRejected")
@@ -277,7 +340,7 @@ def test_duplicate_and_stale_votes_do_not_count(cluster: Cluster, operator: Oper
 
 def test_the_override_opens_the_replay_gate_with_a_reason_and_tells_the_story(
         cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
-    cluster.apply(live_bot("emergency", "sma"), namespace=ns)
+    cluster.apply(live_bot("emergency", "sma", exchange={"sandbox": False, "apiUrl": VENUES[1].url}), namespace=ns)
     cluster.kubectl("annotate", "tb", "emergency", "-n", ns, "tradewarden.io/override-replay-gate=")
     wait_runtime(cluster, operator, ns, "emergency")
     export_for(cluster, operator, ns, "emergency", tamper=True)

@@ -99,11 +99,15 @@ def wait_runtime(cluster: Cluster, op: OperatorProcess, ns: str, name: str,
     return found
 
 
+#: Bars (warm-up and window) of a prepared export: the emulator serving its venue must be past them.
+EXPORT_BARS = 800
+
+
 def prepared_export(runtime: RuntimeConfig, seed: int = 1, **kw: Any) -> EvidenceExport:
     """An export of ``runtime``'s strategy on the emulator's recorded series, bound to its config hash,
     with the runner's side computed by the independent model of support/evidence.py."""
-    export = make_export(runtime.strategy.key, params=runtime.strategy.params, seed=seed, warmup=200, window=600,
-                         version=runtime.strategy.version, **kw)
+    export = make_export(runtime.strategy.key, params=runtime.strategy.params, seed=seed, warmup=200,
+                         window=EXPORT_BARS - 200, version=runtime.strategy.version, **kw)
     return export.model_copy(update={"namespace": runtime.namespace, "bot": runtime.bot,
                                      "config_hash": runtime.config_hash, "strategy": runtime.strategy,
                                      "exported_at": int(time.time() * 1000)})

@@ -89,6 +89,15 @@ class EvidenceExport(WireModel):
         return cls.model_validate_json(gzip.decompress(base64.b64decode(data)))
 
 
+class MarketCheck(WireModel):
+    """What ``python -m tradewarden.exchange.marketcheck`` found comparing an export's bars with the venue's."""
+
+    checked: int = Field(default=0, description="Bars compared.")
+    mismatches: int = Field(default=0, description="Bars that differ from the venue's, or that it does not have.")
+    first: list[str] = Field(default_factory=list, description="The first few differences, in words.")
+    error: str = Field(default="", description="Why the bars could not be checked (the gate then fails closed).")
+
+
 class ReplayReport(WireModel):
     """What ``tradewarden replay`` answers. ``result_hash`` is bit-identical for identical inputs."""
 

@@ -42,9 +42,16 @@ from dataclasses import dataclass
 import kopf
 from pydantic import ValidationError
 
-from tradewarden.api.evidence import EVIDENCE_KEY, EvidenceExport, ReplayReport, evidence_configmap_name
+from tradewarden.api.evidence import (
+    EVIDENCE_KEY,
+    EvidenceExport,
+    MarketCheck,
+    ReplayReport,
+    evidence_configmap_name,
+)
 from tradewarden.api.tradingbot import (
     ConsensusStatus,
+    ExchangeSpec,
     ReplayEvidence,
     ReplayWindow,
     TradingBot,
@@ -95,6 +102,48 @@ class ReplayRun:
 
     report: ReplayReport | None
     error: str = ""
+
+
+#: The market data check fetches a window's bars page by page; this bounds a venue that never answers.
+MARKET_CHECK_TIMEOUT_SECONDS = 90.0
+#: An export may be dated this far ahead of the operator's clock (clock skew), and no further.
+FUTURE_TOLERANCE = dt.timedelta(minutes=2)
+
+
+def run_market_check(encoded: str, exchange: ExchangeSpec, timeout: float = MARKET_CHECK_TIMEOUT_SECONDS,
+                     python: str = sys.executable) -> MarketCheck:
+    """``python -m tradewarden.exchange.marketcheck``: the export's bars against the venue's own.
+
+    Blocking: call it in a worker thread. The venue is the bot's (``spec.exchange``); the check uses
+    public market data only, never credentials. Never raises: an error is a :class:`MarketCheck` with
+    ``error`` set, and the gate fails closed on it.
+    """
+    venue = json.dumps({"id": exchange.id, "sandbox": exchange.sandbox, "apiUrl": exchange.api_url})
+    try:
+        proc = subprocess.run([python, "-m", "tradewarden.exchange.marketcheck", "--exchange", venue],
+                              input=encoded.encode(), capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return MarketCheck(error=f"the venue's market data was not read within {timeout:g} s")
+    except OSError as exc:
+        return MarketCheck(error=f"the market data check could not start ({type(exc).__name__})")
+    try:
+        return MarketCheck.model_validate_json(proc.stdout)
+    except ValidationError:
+        return MarketCheck(error=f"the market data check failed (exit {proc.returncode}): "
+                                 f"{_tail(proc.stderr.decode('utf-8', 'replace'), 300) or 'no message'}")
+
+
+def future_refusal(export: EvidenceExport, now: dt.datetime) -> str | None:
+    """Why an export dated in the future cannot be evidence, or None."""
+    limit = int((now + FUTURE_TOLERANCE).timestamp() * 1000)
+    if export.exported_at > limit:
+        return f"the export is dated {_ms(export.exported_at).isoformat()}, in the future; refused"
+    if export.window_end > limit:
+        return f"the export's window ends at {_ms(export.window_end).isoformat()}, in the future; refused"
+    late = [int(rows[-1][0]) for rows in export.candles.values() if rows and int(rows[-1][0]) > limit]
+    if late:
+        return f"the export has bars dated up to {_ms(max(late)).isoformat()}, in the future; refused"
+    return None
 
 
 def run_replay(encoded: str, timeout: float = REPLAY_TIMEOUT_SECONDS, python: str = sys.executable) -> ReplayRun:
@@ -192,12 +241,27 @@ class PromotionGate:
         if why is None:
             self._attempted[key] = fingerprint
             return None
+        window = ReplayWindow(start=_ms(export.window_start), end=_ms(export.window_end))
+        refused = future_refusal(export, clock())
+        if refused is None:
+            checked = await asyncio.to_thread(run_market_check, encoded, bot.spec.exchange,
+                                              MARKET_CHECK_TIMEOUT_SECONDS, self.python)
+            refused = _market_refusal(checked)
+        if refused is not None:
+            # Recorded as a failed replay, dated no later than now: an honest export made after this one
+            # is newer and is judged on its own.
+            self._attempted[key] = fingerprint
+            logger.warning("TradingBot %s/%s: export refused: %s", namespace, name, refused)
+            now = clock()
+            failed = ReplayEvidence(window=window, data_hash=data_hash, config_hash=export.config_hash,
+                                    strategy_version=export.strategy.version, passed=False, reason=FAILED,
+                                    message=refused[:2048], exported_at=min(info.exported_at, now), finished_at=now)
+            return gate.GateRound(bot.metadata.uid, failed, None)
         logger.info("TradingBot %s/%s: replaying its export (%s)", namespace, name, why)
         async with self._replays:
             run = await asyncio.to_thread(run_replay, encoded, self.replay_timeout, self.python)
         finished = clock()
         self._attempted[key] = fingerprint
-        window = ReplayWindow(start=_ms(export.window_start), end=_ms(export.window_end))
         if run.report is None:
             logger.warning("TradingBot %s/%s: %s", namespace, name, run.error)
             replay = ReplayEvidence(window=window, data_hash=data_hash, config_hash=export.config_hash,
@@ -276,6 +340,19 @@ class PromotionGate:
             logger.warning("reviewer %s: key %r of Secret %s/%s is not base64 text", config.name, key, namespace,
                            name)
             return None
+
+
+def _market_refusal(checked: MarketCheck) -> str | None:
+    if checked.error:
+        return f"the export's bars could not be checked against the venue, so they are not evidence: {checked.error}"
+    if checked.mismatches:
+        named = "; ".join(checked.first)
+        more = f" and {checked.mismatches - len(checked.first)} more" if checked.mismatches > len(checked.first) else ""
+        return (f"{checked.mismatches} of {checked.checked} bars of the export differ from the venue's market data "
+                f"({named}{more}); the export is refused")
+    if checked.checked == 0:
+        return "the export holds no bars to check against the venue"
+    return None
 
 
 def _decode(encoded: str) -> tuple[EvidenceExport, str]:

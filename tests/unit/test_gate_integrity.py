@@ -1,0 +1,183 @@
+"""The gate's integrity checks, table by table: the ledger, the runtime signature, the runner's refusal,
+the export date and the market data comparison."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from support.builders import TEST_SIGNER, make_runtime
+from support.evidence import bars, make_export
+from tradewarden.api.evidence import EvidenceExport
+from tradewarden.api.market import Candle
+from tradewarden.api.runtime import live_refusal
+from tradewarden.api.tradingbot import ReplayEvidence, TradingBot, TradingBotStatus, TradingMode
+from tradewarden.controller import ledger
+from tradewarden.controller.builders import build_configmap
+from tradewarden.controller.keys import GateSigner
+from tradewarden.controller.promotion import future_refusal
+from tradewarden.controller.sealing import runtime_tampering, seal_runtime
+from tradewarden.exchange.marketcheck import compare
+
+NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def bot(status: TradingBotStatus | None = None, uid: str = "u1") -> TradingBot:
+    return TradingBot.model_validate({
+        "metadata": {"name": "b", "namespace": "ns", "uid": uid, "generation": 1},
+        "spec": {"strategyConfigRef": "s", "exchange": {"id": "binance"}},
+        "status": (status or TradingBotStatus()).to_wire()})
+
+
+PASSED = ReplayEvidence(config_hash="sha256:c", result_hash="sha256:r", passed=True, reason="Passed",
+                        trades_compared=9, finished_at=NOW)
+
+
+# ------------------------------------------------------------------------------------------ ledger
+
+
+def test_a_status_without_a_ledger_that_holds_evidence_was_forged() -> None:
+    forged = TradingBotStatus(replay=PASSED, effective_mode=TradingMode.LIVE)
+    assert ledger.tampered_fields(forged, None) == ["effectiveMode", "replay"]
+    assert ledger.tampered_fields(TradingBotStatus(), None) == []
+
+
+def test_the_gate_decides_on_the_ledger_never_on_the_status() -> None:
+    held = ledger.GateLedger(bot_uid="u1", namespace="ns", bot="b", effective_mode=TradingMode.PAPER)
+    trusted = ledger.trusted(bot(TradingBotStatus(replay=PASSED, effective_mode=TradingMode.LIVE)), held)
+    assert trusted.status.replay is None
+    assert trusted.status.effective_mode == TradingMode.PAPER
+    assert ledger.trusted(bot(TradingBotStatus(replay=PASSED)), None).status.replay is None
+
+
+def test_a_mirror_write_still_to_come_is_not_tampering() -> None:
+    before = ledger.GateLedger(bot_uid="u1", namespace="ns", bot="b")
+    status = TradingBotStatus(effective_mode=TradingMode.PAPER, replay=PASSED)
+    after = ledger.next_ledger(bot(), before, status, NOW)
+    assert after.previous == ledger.fingerprint(before)
+    assert ledger.tampered_fields(TradingBotStatus(), after) == []  # the status write has not happened yet
+    assert ledger.tampered_fields(status, after) == []  # it has
+    other = status.model_copy(update={"replay": PASSED.model_copy(update={"residuals": 0, "trades_compared": 99})})
+    assert ledger.tampered_fields(other, after) == ["replay"]
+
+
+def test_a_ledger_of_another_bot_uid_is_no_ledger() -> None:
+    held = ledger.GateLedger(bot_uid="u1", namespace="ns", bot="b", replay=PASSED)
+    cm = ledger.build_ledger_configmap(held, "tw-system")
+    assert ledger.parse_ledger(cm, "u1") == held
+    assert ledger.parse_ledger(cm, "u2") is None  # a bot deleted and re-created under the same name
+    assert cm["metadata"]["namespace"] == "tw-system"
+    assert cm["metadata"]["name"] == "gate-u1"
+
+
+def test_intact_turns_false_on_a_problem_and_back_after_the_hold() -> None:
+    held = ledger.next_ledger(bot(), None, TradingBotStatus(), NOW, ("ForeignWrite", "ConfigMap x changed"))
+    status, reason, message, until = ledger.integrity(held, NOW + dt.timedelta(minutes=1))
+    assert (status, reason) == (False, "ForeignWrite")
+    assert "ConfigMap x changed" in message
+    assert until == NOW + ledger.INTEGRITY_HOLD
+    assert ledger.integrity(held, NOW + ledger.INTEGRITY_HOLD)[0] is True
+
+
+# ------------------------------------------------------------------------------------------ signatures
+
+
+def test_an_unchanged_config_keeps_its_signature_and_a_new_one_is_never_older() -> None:
+    signer = GateSigner.generate("tw")
+    desired = make_runtime(signed=False)
+    first = seal_runtime(desired, None, signer, NOW)
+    live = build_configmap(bot(), first)
+    assert seal_runtime(desired, live, signer, NOW + dt.timedelta(hours=1)) == first
+    changed = desired.model_copy(update={"kill_reason": "x"})
+    earlier = seal_runtime(changed, live, signer, NOW - dt.timedelta(hours=1))  # the clock stepped back
+    assert earlier.issued_at == first.issued_at + 1
+    assert runtime_tampering(live, signer.public) is None
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"immutable": True}, "immutable"),
+    ({"data": {"runtime.json": "{}"}}, "no readable"),
+])
+def test_a_runtime_configmap_the_operator_did_not_write_is_told_apart(change: dict[str, object], why: str) -> None:
+    live = build_configmap(bot(), TEST_SIGNER.sign(make_runtime(signed=False), 1))
+    live.update(change)
+    found = runtime_tampering(live, TEST_SIGNER.public)
+    assert found is not None
+    assert why in found
+
+
+def test_a_forged_live_document_is_not_signed_by_the_operator() -> None:
+    honest = make_runtime(mode="live", live_capital=100.0)
+    forged = honest.model_copy(update={"capital": honest.capital.model_copy(update={"live_capital": 1000.0})})
+    live = build_configmap(bot(), forged)
+    found = runtime_tampering(live, TEST_SIGNER.public)
+    assert found is not None
+    assert "did not sign" in found
+
+
+@pytest.mark.parametrize(("case", "expect"), [
+    ("honest", None),
+    ("unsigned", "not signed"),
+    ("other key", "not signed"),
+    ("other bot", "another bot"),
+    ("replayed", "old permission"),
+    ("no key", "not available"),
+])
+def test_the_runner_accepts_live_only_from_the_operator(case: str, expect: str | None) -> None:
+    config = make_runtime("ns", "b", mode="live", live_capital=100.0)
+    key = TEST_SIGNER.public
+    newest = 0
+    if case == "unsigned":
+        config = make_runtime("ns", "b", mode="live", live_capital=100.0, signed=False)
+    elif case == "other key":
+        config = GateSigner.generate("x").sign(config, config.issued_at)
+    elif case == "other bot":
+        config = TEST_SIGNER.sign(config.model_copy(update={"bot": "other"}), config.issued_at)
+    elif case == "replayed":
+        newest = config.issued_at + 1
+    elif case == "no key":
+        key = None  # type: ignore[assignment]
+    found = live_refusal(config, key, namespace="ns", bot="b", bot_uid="", newest_issued_at=newest)
+    assert (found is None) if expect is None else (found is not None and expect in found), found
+    # A move to a weaker mode never needs the operator's signature.
+    paper = make_runtime("ns", "b", signed=False)
+    assert live_refusal(paper, None, namespace="ns", bot="b", bot_uid="", newest_issued_at=newest) is None
+
+
+# ------------------------------------------------------------------------------------------ exports
+
+
+def export() -> EvidenceExport:
+    return make_export(seed=1, warmup=20, window=40)
+
+
+def test_an_export_dated_in_the_future_is_refused() -> None:
+    honest = export().model_copy(update={"exported_at": int(NOW.timestamp() * 1000)})
+    assert future_refusal(honest, NOW) is None
+    ahead = honest.model_copy(update={"exported_at": int((NOW + dt.timedelta(hours=12)).timestamp() * 1000)})
+    found = future_refusal(ahead, NOW)
+    assert found is not None
+    assert "in the future" in found
+    late_window = honest.model_copy(update={"window_end": int((NOW + dt.timedelta(hours=1)).timestamp() * 1000)})
+    assert future_refusal(late_window, NOW) is not None
+
+
+def venue_of(candles: list[Candle]) -> object:
+    by_t = {c.ts: c for c in candles}
+    return lambda symbol, tf, first, last: {t: c for t, c in by_t.items() if first <= t <= last}
+
+
+def test_bars_that_match_the_venue_pass_and_forged_ones_are_named() -> None:
+    venue = venue_of(bars("BTC/USDT", 60, seed=1))
+    ok = compare(export(), venue)  # type: ignore[arg-type]
+    assert (ok.checked, ok.mismatches, ok.error) == (60, 0, "")
+    forged = export()
+    rows = [list(r) for r in forged.candles["BTC/USDT"]]
+    rows[5][4] *= 1.02
+    rows.append([rows[-1][0] + 60_000, 1, 1, 1, 1, 1])
+    found = compare(forged.model_copy(update={"candles": {"BTC/USDT": rows}}), venue)  # type: ignore[arg-type]
+    assert found.mismatches == 2
+    assert found.checked == 61
+    assert "close" in found.first[0]
+    assert "no such closed bar" in found.first[1]
