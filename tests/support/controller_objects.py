@@ -95,7 +95,9 @@ def lease(annotations: dict[str, Any] | None = None,
 
 
 def live(**extra: Any) -> Mod:
-    """spec.mode live with the human confirmation and a credentials Secret, as the CEL rules require."""
+    """spec.mode live with the human confirmation and a credentials Secret, as the CEL rules require, and
+    no minimum time in paper unless ``promotion`` names one (the tests of that rule do)."""
+    extra["promotion"] = {"minPaperMinutes": 0, **extra.get("promotion", {})}
     return spec(mode="live", liveConfirmation={"acknowledgeRealMoney": True, "confirmedBy": "ops@example.com"},
                 exchange={"id": "binance", "credentialsSecretRef": {"name": "keys"}}, **extra)
 

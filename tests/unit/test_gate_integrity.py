@@ -181,3 +181,33 @@ def test_bars_that_match_the_venue_pass_and_forged_ones_are_named() -> None:
     assert found.checked == 61
     assert "close" in found.first[0]
     assert "no such closed bar" in found.first[1]
+
+
+def test_live_needs_min_paper_minutes_re_checked_at_every_decision() -> None:
+    from support.controller_objects import CONFIG_HASH, NOW, consensus_record, live, make_bot, replay_record, status
+    from tradewarden.controller.gate import PAPER_TIME_SHORT, evaluate_promotion
+
+    evidence = status(replay=replay_record(), consensus=consensus_record())
+    fresh = make_bot("b", live(promotion={"minPaperMinutes": 60}), evidence,
+                     status(paperSince=(NOW - dt.timedelta(minutes=59)).isoformat()))
+    short = evaluate_promotion(fresh, CONFIG_HASH, NOW)
+    assert (short.effective_mode, short.reason) == (TradingMode.PAPER, PAPER_TIME_SHORT)
+    assert "minPaperMinutes=60" in short.message
+    never = make_bot("b", live(promotion={"minPaperMinutes": 60}), evidence)  # a bot re-created with mode live
+    assert evaluate_promotion(never, CONFIG_HASH, NOW).reason == PAPER_TIME_SHORT
+    ripe = make_bot("b", live(promotion={"minPaperMinutes": 60}), evidence,
+                    status(paperSince=(NOW - dt.timedelta(minutes=61)).isoformat()))
+    assert evaluate_promotion(ripe, CONFIG_HASH, NOW).promoted
+
+
+def test_votes_of_reviewers_not_configured_do_not_count() -> None:
+    from support.controller_objects import CONFIG_HASH, NOW, consensus_record, live, make_bot, replay_record, status
+    from tradewarden.controller.gate import evaluate_promotion
+
+    b = make_bot("b", live(), status(replay=replay_record(), consensus=consensus_record()))
+    voters = {v.reviewer for v in b.status.consensus.votes}  # type: ignore[union-attr]
+    assert evaluate_promotion(b, CONFIG_HASH, NOW, frozenset(voters)).promoted
+    refused = evaluate_promotion(b, CONFIG_HASH, NOW, frozenset({"someone-else"}))
+    assert not refused.promoted
+    assert refused.reason == "ConsensusMissing"
+    assert "ignored" in refused.message

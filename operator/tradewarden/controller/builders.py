@@ -99,6 +99,9 @@ class OperatorDefaults:
     manage_runner_cluster_role: bool = True
     #: The operator's verifying key as ``namespace/name``, handed to runner pods (``$TRADEWARDEN_GATE_KEY``).
     gate_key_ref: str = "tradewarden-system/tradewarden-gate-key"
+    #: The reviewers the operator runs (built-in and --reviewers); votes of anyone else never count.
+    #: None: no filter (unit tests of other parts).
+    reviewer_names: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -535,12 +538,12 @@ def build_bot_plan(
                                build_evidence_configmap(bot)]
     runtime: RuntimeConfig | None = None
     if valid is not None:
-        decision = evaluate_promotion(bot, bot_config_hash(bot, valid), now)
+        decision = evaluate_promotion(bot, bot_config_hash(bot, valid), now, defaults.reviewer_names)
         ramp = plan_ramp(bot, decision, now)
         runtime, _ = build_runtime_config(bot, valid, kill, now, decision, ramp)
         objects.append(build_configmap(bot, runtime))
     else:
-        decision = evaluate_promotion(bot, "", now)
+        decision = evaluate_promotion(bot, "", now, defaults.reviewer_names)
         ramp = plan_ramp(bot, decision, now)
     cluster = bot.spec.placement == Placement.CLUSTER
     if cluster:

@@ -197,8 +197,12 @@ def check_replay(bot: TradingBot, config_hash: str, now: dt.datetime) -> Check:
 # ----------------------------------------------------------------------------------------- ConsensusApproved
 
 
-def check_consensus(bot: TradingBot, now: dt.datetime) -> Check:
-    """``ConsensusApproved``: reviewers approved the current replay above the current phase's threshold."""
+def check_consensus(bot: TradingBot, now: dt.datetime, reviewers: frozenset[str] | None = None) -> Check:
+    """``ConsensusApproved``: reviewers approved the current replay above the current phase's threshold.
+
+    With ``reviewers`` (the names of the reviewers the operator runs now), a vote of anyone else is
+    ignored: a reviewer removed from the configuration no longer counts, whatever it said before.
+    """
     consensus = bot.status.consensus
     replay = bot.status.replay
     promo = bot.spec.promotion
@@ -209,7 +213,13 @@ def check_consensus(bot: TradingBot, now: dt.datetime) -> Check:
         return Check(False, STALE,
                      f"the consensus judged replay {_short(consensus.replay_result_hash)}, not the current replay "
                      f"{_short(current)}; the reviewers vote again after the next passing replay")
-    outcome = scoring.score(consensus.votes, consensus.evidence_hash, promo.phase)
+    votes = consensus.votes
+    unknown = sorted({v.reviewer for v in votes if reviewers is not None and v.reviewer not in reviewers})
+    if unknown:
+        votes = [v for v in votes if v.reviewer not in unknown]
+    outcome = scoring.score(votes, consensus.evidence_hash, promo.phase)
+    if unknown and outcome.decision == scoring.MISSING:
+        return Check(False, MISSING, f"no vote of a configured reviewer (ignored: {', '.join(unknown)[:200]})")
     if outcome.decision == scoring.MISSING:
         return Check(False, MISSING, f"no vote bound to evidence {_short(consensus.evidence_hash)}: "
                                      f"{outcome.message}")
@@ -228,10 +238,19 @@ def check_consensus(bot: TradingBot, now: dt.datetime) -> Check:
 # ----------------------------------------------------------------------------------------- the decision
 
 
-def evaluate_promotion(bot: TradingBot, config_hash: str, now: dt.datetime) -> PromotionDecision:
-    """The effective mode for ``bot`` running ``config_hash`` at ``now``, failing closed to paper."""
+#: Promoted's reason while the bot has not been in paper for spec.promotion.minPaperMinutes.
+PAPER_TIME_SHORT = "PaperTimeShort"
+
+
+def evaluate_promotion(bot: TradingBot, config_hash: str, now: dt.datetime,
+                       reviewers: frozenset[str] | None = None) -> PromotionDecision:
+    """The effective mode for ``bot`` running ``config_hash`` at ``now``, failing closed to paper.
+
+    Every link is re-checked at each decision, whatever an earlier decision or a reviewer said: the
+    minimum time in paper (``spec.promotion.minPaperMinutes``, from ``paperSince``) included.
+    """
     replay = check_replay(bot, config_hash, now)
-    consensus = check_consensus(bot, now)
+    consensus = check_consensus(bot, now, reviewers)
     requested = bot.spec.mode
 
     def decide(mode: TradingMode, reason: str, message: str) -> PromotionDecision:
@@ -251,6 +270,13 @@ def evaluate_promotion(bot: TradingBot, config_hash: str, now: dt.datetime) -> P
                       f"running paper: {replay.message}")
     if not consensus.ok:
         return decide(TradingMode.PAPER, f"Consensus{consensus.reason}", f"running paper: {consensus.message}")
+    need = dt.timedelta(minutes=bot.spec.promotion.min_paper_minutes)
+    since = bot.status.paper_since
+    if need and (since is None or now - since < need):
+        had = "not yet" if since is None else f"{max(0, int((now - since).total_seconds() // 60))} minutes"
+        return decide(TradingMode.PAPER, PAPER_TIME_SHORT,
+                      f"running paper: spec.promotion.minPaperMinutes={bot.spec.promotion.min_paper_minutes} "
+                      f"in paper are needed before live; the bot has been in paper for {had}")
     agreed = bot.status.consensus
     if evidence is None or agreed is None:  # unreachable: a passing consensus needs both
         return decide(TradingMode.PAPER, f"Replay{MISSING}", "running paper: evidence disappeared")

@@ -56,6 +56,7 @@ from prometheus_client import (
 
 from tradewarden import __version__
 from tradewarden.api.runtime import GATE_KEY_CONFIGMAP
+from tradewarden.consensus import builtin_reviewers
 from tradewarden.controller.builders import OperatorDefaults
 from tradewarden.controller.cache import Cache
 from tradewarden.controller.handlers import Controller, Scope, register
@@ -147,8 +148,10 @@ async def operate(args: argparse.Namespace, reviewers: list[ReviewerConfig] | No
         raise SystemExit(2) from None
     if namespaces and not Scope(tuple(namespaces)).covers(ledger_namespace):
         namespaces.append(ledger_namespace)  # the ledger must be in the watch cache
+    voters = frozenset([r.name for r in builtin_reviewers()] + [r.name for r in reviewers or []])
     ctl = Controller(kube, OperatorDefaults(runner_image=image, manage_runner_cluster_role=manage_role,
-                                            gate_key_ref=f"{ledger_namespace}/{GATE_KEY_CONFIGMAP}"), metrics,
+                                            gate_key_ref=f"{ledger_namespace}/{GATE_KEY_CONFIGMAP}",
+                                            reviewer_names=voters), metrics,
                      cache=cache, scope=Scope(tuple(namespaces)), reviewers=reviewers or [], signer=signer)
     settings = build_settings(bool(getattr(args, "verbose", False)))
     kopf_registry = kopf.OperatorRegistry()
