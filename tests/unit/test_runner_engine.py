@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import tradewarden.runner.engine as engine_module
-from support.builders import make_runtime, trending_candles
+from support.builders import TEST_SIGNER, make_runtime, trending_candles
 from tradewarden.api.market import Candle, OrderSide
 from tradewarden.api.runtime import RuntimeConfig
 from tradewarden.api.tradingbot import KillMode, TradingMode
@@ -58,7 +58,7 @@ def make_engine(tmp_path: pathlib.Path, cfg: RuntimeConfig, market: Market, cloc
 
     return Engine(bot_uid="uid-1", config=cfg, journal=journal or Journal(tmp_path / "j.sqlite"),
                   metrics=RunnerMetrics(cfg.namespace, cfg.bot), market=market, broker_factory=factory,
-                  clock=clock or Clock())
+                  clock=clock or Clock(), gate_key=lambda: TEST_SIGNER.public)
 
 
 def run_bars(engine: Engine, market: Market, n: int) -> None:

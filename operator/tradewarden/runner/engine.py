@@ -32,7 +32,7 @@ from tradewarden.api.market import (
     OrderType,
     Position,
 )
-from tradewarden.api.runtime import RuntimeConfig
+from tradewarden.api.runtime import GateKey, RuntimeConfig, live_refusal, signature_valid
 from tradewarden.api.strategyconfig import MODE_STEP_DOWN, StrategyMode
 from tradewarden.api.tradingbot import KillMode, TradingMode, strongest_kill_mode
 from tradewarden.exchange import Broker, ExchangeError, NeedsHuman, PaperBroker, RetryLater
@@ -47,6 +47,10 @@ log = logging.getLogger("tradewarden.runner.engine")
 
 #: How many closed bars to fetch beyond a strategy's warm-up when (re)building it.
 WARMUP_MARGIN = 5
+
+
+#: Journal key: issuedAt of the newest operator-signed runtime config this runner accepted.
+JOURNAL_NEWEST_SIGNED = "newest_signed_issued_at"
 
 
 class MarketData(Protocol):
@@ -91,8 +95,13 @@ class Engine:
     def __init__(self, *, bot_uid: str, config: RuntimeConfig, journal: Journal, metrics: RunnerMetrics,
                  market: MarketData, broker_factory: BrokerFactory,
                  clock: Callable[[], float] = time.time,
-                 on_kill_change: Callable[[], None] | None = None) -> None:
+                 on_kill_change: Callable[[], None] | None = None,
+                 gate_key: Callable[[], GateKey | None] = lambda: None) -> None:
         self.bot_uid = bot_uid
+        #: The operator's verifying key (read from the operator's namespace), or None when unavailable.
+        self.gate_key = gate_key
+        #: Why the last live permission was refused ("" when none was): reported in the Lease.
+        self.live_refused = ""
         self.journal = journal
         self.metrics = metrics
         self.market = market
@@ -228,10 +237,24 @@ class Engine:
 
     def _allowed_mode(self, config: RuntimeConfig) -> TradingMode:
         mode = config.effective_mode
-        if mode == TradingMode.LIVE and not config.live_permitted():
-            log.error("runtime config says live but its gate hash does not match its content: refusing live "
-                      "orders, trading on paper", extra={"fields": {"config_hash": config.config_hash}})
+        # The key is read only when a document is signed or asks for live: a paper bot without an operator
+        # (tests, a laptop) never needs it.
+        key = self.gate_key() if (config.signature or mode == TradingMode.LIVE) else None
+        newest = int(self.journal.get(JOURNAL_NEWEST_SIGNED) or 0)
+        refusal = live_refusal(config, key, namespace=config.namespace, bot=config.bot, bot_uid="",
+                               newest_issued_at=newest)
+        if refusal is None and signature_valid(config, key) and config.issued_at > newest:
+            # Every signed document moves the mark, paper ones too: a live permission written back after a
+            # demotion is older than the demotion, and is refused.
+            self.journal.put(JOURNAL_NEWEST_SIGNED, config.issued_at)
+        if refusal is not None:
+            if refusal != self.live_refused:
+                self.metrics.reload("live_refused")
+            self.live_refused = refusal
+            log.error("refusing live orders, trading on paper: %s", refusal,
+                      extra={"fields": {"config_hash": config.config_hash, "live_refused": refusal}})
             return TradingMode.PAPER
+        self.live_refused = ""
         if mode == TradingMode.LIVE and config.capital.live_capital <= 0:
             log.error("live mode with no live capital at the current ramp step: trading on paper")
             return TradingMode.PAPER
