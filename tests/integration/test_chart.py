@@ -151,7 +151,8 @@ def test_operator_role_never_reads_secrets_by_default(helm_bin: pathlib.Path) ->
             continue
         assert "secrets" not in rule.get("resources", []), f"{where} grants secrets: {rule}"
     gate_role = next(r for r in by_kind(render(helm_bin), "Role") if r["metadata"]["name"].endswith("-gate-key"))
-    assert gate_role["metadata"]["namespace"] == "tw-system" and gate_role["rules"] == gate_key
+    assert gate_role["metadata"]["namespace"] == "tw-system"
+    assert gate_role["rules"] == gate_key
     roles = by_kind(render(helm_bin, *all_flags("trading-prod")), "Role")
     creds = [r for r in roles if r["metadata"]["name"].endswith("-operator-credentials")]
     assert [r["metadata"]["namespace"] for r in creds] == ["trading-prod"]
@@ -195,7 +196,8 @@ def test_sync_waves_order_crds_then_the_brake_then_the_rest(helm_bin: pathlib.Pa
         wave = (doc["metadata"].get("annotations") or {}).get("argocd.argoproj.io/sync-wave", "0")
         expected = {"CustomResourceDefinition": "-10", "KillSwitch": "-5"}.get(doc["kind"], "0")
         assert wave == expected, f"{doc['kind']} {doc['metadata']['name']}: sync-wave {wave}, want {expected}"
-    assert len(by_kind(docs, "CustomResourceDefinition")) == 3
+    assert {d["spec"]["names"]["kind"] for d in by_kind(docs, "CustomResourceDefinition")} == \
+        {"TradingBot", "StrategyConfig", "KillSwitch", "GateOverride"}
 
 
 def test_global_killswitch_is_off_and_kept(helm_bin: pathlib.Path) -> None:

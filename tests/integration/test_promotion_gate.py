@@ -338,37 +338,85 @@ def test_duplicate_and_stale_votes_do_not_count(cluster: Cluster, operator: Oper
     assert CANARY not in operator.log()
 
 
-def test_the_override_opens_the_replay_gate_with_a_reason_and_tells_the_story(
+def gate_override(name: str, bot: str, reason: str, minutes: float) -> dict[str, Any]:
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)
+    return {"apiVersion": "tradewarden.io/v1alpha1", "kind": "GateOverride", "metadata": {"name": name},
+            "spec": {"botName": bot, "reason": reason, "ticket": "INC-4242",
+                     "expiresAt": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+
+
+def as_user(cluster: Cluster, user: str, ns: str, *args: str, manifest: dict[str, Any] | None = None,
+            ) -> Any:
+    return cluster.kubectl(*args, "-n", ns, "--as", user, input=json.dumps(manifest) if manifest else None,
+                           check=False)
+
+
+def test_the_override_needs_a_gateoverride_a_reason_and_an_expiry_and_tells_the_story(
         cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
-    cluster.apply(live_bot("emergency", "sma", exchange={"sandbox": False, "apiUrl": VENUES[1].url}), namespace=ns)
-    cluster.kubectl("annotate", "tb", "emergency", "-n", ns, "tradewarden.io/override-replay-gate=")
-    wait_runtime(cluster, operator, ns, "emergency")
+    # On call may create and delete GateOverrides and nothing else; a bot editor may edit bots and nothing else.
+    for user, rules in (("oncall", [{"apiGroups": ["tradewarden.io"], "resources": ["gateoverrides"],
+                                     "verbs": ["create", "delete", "get", "list"]}]),
+                        ("author", [{"apiGroups": ["tradewarden.io"], "resources": ["tradingbots"],
+                                     "verbs": ["get", "list", "patch", "update"]}])):
+        cluster.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": user},
+                       "rules": rules}, namespace=ns)
+        cluster.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                       "metadata": {"name": user},
+                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
+                       "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]},
+                      namespace=ns)
+    start_bot(cluster, operator, ns, "emergency")
+    # The old annotation, set by whoever may edit the bot, opens nothing any more.
+    assert as_user(cluster, "author", ns, "annotate", "tb", "emergency",
+                   "tradewarden.io/override-replay-gate=INC-1 let me through").returncode == 0
     export_for(cluster, operator, ns, "emergency", tamper=True)
     bot = settled(cluster, operator, ns, "emergency", "Failed", "Missing")
-    assert "ignored: it needs a reason" in condition_message(bot, "ReplayVerified")
-    until(operator, lambda: "OverrideIgnored" in event_reasons(cluster, ns, "emergency"), "OverrideIgnored")
     assert_paper(cluster, bot, "ReplayFailed")
+    refused = as_user(cluster, "author", ns, "create", "-f", "-",
+                      manifest=gate_override("mine", "emergency", "trust me", 60))
+    assert refused.returncode != 0
+    assert "forbidden" in refused.stderr.lower()
 
-    cluster.kubectl("annotate", "tb", "emergency", "-n", ns, "--overwrite",
-                    "tradewarden.io/override-replay-gate=INC-4242 venue maintenance, replay data incomplete")
+    # Longer than 4 hours: not honoured, and said so on both objects.
+    assert as_user(cluster, "oncall", ns, "create", "-f", "-",
+                   manifest=gate_override("too-long", "emergency", "INC-4242 all night", 300)).returncode == 0
+    until(operator, lambda: "is not honoured" in condition_message(bot_of(cluster, ns, "emergency"),
+                                                                    "ReplayVerified"), "the long override refused")
+    assert condition(cluster.get_json("gateoverride", "too-long", "-n", ns), "Active")["reason"] == "TooLong"
+    until(operator, lambda: "OverrideIgnored" in event_reasons(cluster, ns, "emergency"), "OverrideIgnored")
+    assert_paper(cluster, bot_of(cluster, ns, "emergency"), "ReplayFailed")
+    assert as_user(cluster, "oncall", ns, "delete", "gateoverride", "too-long").returncode == 0
+
+    # One hour: the replay gate opens, the consensus still votes, the bot goes live.
+    reason_text = "INC-4242 venue maintenance, replay data incomplete"
+    assert as_user(cluster, "oncall", ns, "create", "-f", "-",
+                   manifest=gate_override("maintenance", "emergency", reason_text, 60)).returncode == 0
     bot = settled(cluster, operator, ns, "emergency", "Overridden", "Approved")
     until(operator, lambda: bot_of(cluster, ns, "emergency")["status"]["effectiveMode"] == "live", "override live")
     bot = bot_of(cluster, ns, "emergency")
     assert_live(cluster, bot, 0, 100.0)
-    assert bot["status"]["replay"]["overrideReason"] == "INC-4242 venue maintenance, replay data incomplete"
+    assert bot["status"]["replay"]["overrideReason"].startswith(f"{reason_text} (GateOverride maintenance, ticket "
+                                                               f"INC-4242, until ")
     assert bot["status"]["replay"]["passed"] is False, "the override does not rewrite what the replay found"
     warnings = [e for e in events_of(cluster, ns, "emergency") if e["reason"] == "Overridden"]
     assert len(warnings) == 1
     assert warnings[0]["type"] == "Warning"
     assert "INC-4242" in warnings[0]["message"]
+    active = cluster.get_json("gateoverride", "maintenance", "-n", ns)
+    assert condition(active, "Active")["status"] == "True"
+    assert active["status"]["effectiveUntil"] == active["spec"]["expiresAt"]
+    # The spec cannot be stretched: an override is replaced, never extended.
+    stretched = cluster.kubectl("patch", "gateoverride", "maintenance", "-n", ns, "--type=merge",
+                                "-p", '{"spec":{"expiresAt":"2099-01-01T00:00:00Z"}}', check=False)
+    assert stretched.returncode != 0
+    assert "cannot be changed" in stretched.stderr
 
     # kubectl describe tells the story: the conditions with their reasons and the Events in order.
     story = cluster.kubectl("describe", "tb", "emergency", "-n", ns).stdout
     conditions = story[story.index("Conditions:"):story.index("Config Hash:")]
     for phrase in ("Reason:                Overridden", "Type:                  ReplayVerified",
-                   "the replay gate is overridden by annotation tradewarden.io/override-replay-gate: INC-4242",
-                   "Reason:                Approved", "Type:                  ConsensusApproved",
-                   "Reason:                Promoted"):
+                   "the replay gate is overridden: INC-4242", "Reason:                Approved",
+                   "Type:                  ConsensusApproved", "Reason:                Promoted"):
         assert phrase in conditions, f"{phrase!r} not in the conditions of kubectl describe:\n{story}"
     events = story[story.index("Events:"):]
     for phrase in ("OverrideIgnored", "Warning  Overridden", "INC-4242", "Approved", "Promoted",
@@ -377,12 +425,22 @@ def test_the_override_opens_the_replay_gate_with_a_reason_and_tells_the_story(
     assert "Override Reason:   INC-4242" in story
 
     # The override goes: the replay gate applies again, live ends, the ramp resets.
-    cluster.kubectl("annotate", "tb", "emergency", "-n", ns, "tradewarden.io/override-replay-gate-")
+    assert as_user(cluster, "oncall", ns, "delete", "gateoverride", "maintenance").returncode == 0
     bot = settled(cluster, operator, ns, "emergency", "Failed", "Approved")
     until(operator, lambda: bot_of(cluster, ns, "emergency")["status"]["effectiveMode"] == "paper", "paper again")
     assert_paper(cluster, bot_of(cluster, ns, "emergency"), "ReplayFailed")
-    reasons = event_reasons(cluster, ns, "emergency")
-    assert {"OverrideRemoved", "RampReset"} <= set(reasons)
+    assert {"OverrideEnded", "RampReset"} <= set(event_reasons(cluster, ns, "emergency"))
+
+    # An override lapses by itself at its expiry, with an Event.
+    assert as_user(cluster, "oncall", ns, "create", "-f", "-",
+                   manifest=gate_override("brief", "emergency", "INC-4243 brief", 0.75)).returncode == 0
+    settled(cluster, operator, ns, "emergency", "Overridden", "Approved")
+    ended = len([e for e in event_reasons(cluster, ns, "emergency") if e == "OverrideEnded"])
+    until(operator, lambda: len([e for e in event_reasons(cluster, ns, "emergency") if e == "OverrideEnded"]) > ended,
+          "the override to lapse at its expiry", timeout=90)
+    assert reason(bot_of(cluster, ns, "emergency"), "ReplayVerified") == "Failed"
+    until(operator, lambda: condition(cluster.get_json("gateoverride", "brief", "-n", ns), "Active").get("reason")
+          == "Expired", "the GateOverride to say it expired")
 
 
 def test_a_risk_edit_while_live_drops_the_bot_to_paper(cluster: Cluster, operator: OperatorProcess,

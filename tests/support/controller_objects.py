@@ -10,10 +10,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from tradewarden.api.gateoverride import GateOverride
 from tradewarden.api.killswitch import KillSwitch
 from tradewarden.api.runtime import KillAck, Telemetry
 from tradewarden.api.strategyconfig import StrategyConfigSpec
 from tradewarden.api.tradingbot import TradingBot
+from tradewarden.controller import gate
 from tradewarden.controller.builders import OperatorDefaults, ValidConfig
 from tradewarden.controller.leases import RunnerObservation
 
@@ -33,7 +35,32 @@ def make_bot(name: str = "bot", *mods: Mod, namespace: str = "ns") -> TradingBot
     }
     for mod in mods:
         mod(body)
-    return TradingBot.model_validate(body)
+    overrides = body.pop("_gateoverrides", None)
+    bot = TradingBot.model_validate(body)
+    if overrides is not None:
+        bot = gate.with_override(bot, gate.active_override(overrides, name, NOW))
+    return bot
+
+
+def gate_override(reason: str, *, bot: str = "bot", name: str = "inc", minutes_left: float = 60,
+                  lasting_hours: float = 1, ticket: str | None = None) -> GateOverride:
+    """A GateOverride of ``bot``'s replay gate that ends ``minutes_left`` after NOW and was created
+    ``lasting_hours`` before its end (over 4 hours: not honoured)."""
+    expires = NOW + dt.timedelta(minutes=minutes_left)
+    created = expires - dt.timedelta(hours=lasting_hours)
+    spec: dict[str, Any] = {"botName": bot, "reason": reason, "expiresAt": expires.isoformat()}
+    if ticket:
+        spec["ticket"] = ticket
+    return GateOverride.model_validate({
+        "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created.isoformat(), "generation": 1},
+        "spec": spec})
+
+
+def override(reason: str, **kw: Any) -> Mod:
+    """The bot has a GateOverride (see :func:`gate_override`); make_bot attaches what the operator would."""
+    def mod(body: dict[str, Any]) -> None:
+        body.setdefault("_gateoverrides", []).append(gate_override(reason, bot=body["metadata"]["name"], **kw))
+    return mod
 
 
 def spec(**values: Any) -> Mod:

@@ -18,9 +18,11 @@ from support.controller_objects import (
     NOW,
     annotations,
     consensus_record,
+    gate_override,
     live,
     make_bot,
     make_switch,
+    override,
     replay_record,
     runner,
     spec,
@@ -54,7 +56,6 @@ from tradewarden.controller.status import (
 )
 
 MIN = dt.timedelta(minutes=1)
-OVERRIDE = gate.ANN_OVERRIDE_REPLAY
 RESET = gate.ANN_RESET_TRIP
 
 
@@ -85,16 +86,21 @@ REPLAY_CASES: list[tuple[str, list[Any], bool, str, str]] = [
     ("stale-one-second-over", [status(replay=replay_record(
         finishedAt=(NOW - 60 * MIN - dt.timedelta(seconds=1)).isoformat()))], False, "Stale", "maxEvidenceAge"),
     ("passed", [status(replay=replay_record())], True, "Passed", "3 trades, 0 residuals"),
-    ("override-without-evidence", [annotations(**{OVERRIDE: "exchange outage, INC-42"})], True, "Overridden",
-     "INC-42 (without the override: Missing"),
-    ("override-of-a-failure", [annotations(**{OVERRIDE: "INC-42"}),
+    ("override-without-evidence", [override("exchange outage, INC-42")], True, "Overridden",
+     "exchange outage, INC-42 (GateOverride inc, until 2026-03-01T13:00:00Z) (without the override: Missing"),
+    ("override-of-a-failure", [override("INC-42"),
                                status(replay=replay_record(passed=False, reason="Failed"))], True, "Overridden",
      "without the override: Failed"),
-    ("empty-override-ignored", [annotations(**{OVERRIDE: ""}), status(replay=replay_record(passed=False,
-                                                                                           reason="Failed"))],
-     False, "Failed", "ignored: it needs a reason"),
-    ("blank-override-ignored", [annotations(**{OVERRIDE: "   "}), status(replay=replay_record())], True, "Passed",
-     "ignored: it needs a reason"),
+    ("override-with-a-ticket", [override("INC-42", ticket="CHG-7")], True, "Overridden",
+     "INC-42 (GateOverride inc, ticket CHG-7, until"),
+    ("too-long-override-not-honoured", [override("INC-42", lasting_hours=4.01),
+                                        status(replay=replay_record(passed=False, reason="Failed"))],
+     False, "Failed", "GateOverride inc is not honoured: spec.expiresAt may be at most 4 hours"),
+    ("expired-override-lapsed", [override("INC-42", minutes_left=-1), status(replay=replay_record())], True,
+     "Passed", "3 trades, 0 residuals"),
+    ("of-the-two-the-one-ending-first", [override("INC-1", name="later", minutes_left=90),
+                                         override("INC-2", name="sooner", minutes_left=30)], True, "Overridden",
+     "INC-2 (GateOverride sooner"),
 ]
 
 
@@ -174,7 +180,7 @@ def test_a_tie_is_exactly_fifty_percent_and_fails_at_any_phase() -> None:
 
 
 def test_the_override_opens_the_replay_gate_only_never_the_consensus() -> None:
-    overridden = [live(), annotations(**{OVERRIDE: "INC-42"})]
+    overridden = [live(), override("INC-42")]
     no_consensus = gate.evaluate_promotion(make_bot("bot", *overridden), CONFIG_HASH, NOW)
     assert (no_consensus.effective_mode.value, no_consensus.reason) == ("paper", "ConsensusMissing")
     rejected = gate.evaluate_promotion(make_bot("bot", *overridden, status(replay=replay_record(
@@ -219,10 +225,10 @@ DUE_CASES: list[tuple[str, list[Any], gate.ExportInfo, str | None]] = [
     ("live-in-force-keeps-evidence-fresh", [spec(mode="paper"), status(
         effectiveMode="live", replay=replay_record(dataHash="sha256:d2", finishedAt=ago(31)))], EXPORT,
      "refresh before the evidence goes stale"),
-    ("override-needs-a-vote-at-once", [live(), annotations(**{OVERRIDE: "INC-1"}), status(
+    ("override-needs-a-vote-at-once", [live(), override("INC-1"), status(
         replay=replay_record(dataHash="sha256:d2", passed=False, reason="Failed", exportedAt=(NOW - MIN).isoformat()))],
      EXPORT, "the replay gate is overridden and the consensus has not judged this replay"),
-    ("override-with-a-vote-waits-for-data", [live(), annotations(**{OVERRIDE: "INC-1"}), status(
+    ("override-with-a-vote-waits-for-data", [live(), override("INC-1"), status(
         replay=replay_record(dataHash="sha256:d2", passed=False, reason="Failed", exportedAt=(NOW - MIN).isoformat()),
         consensus=consensus_record())], EXPORT, None),
     ("failed-same-data-no-vote", [live(), status(replay=replay_record(dataHash="sha256:d2", passed=False,
@@ -451,10 +457,11 @@ def test_a_held_decision_holds_promotion_and_trips_nothing() -> None:
 
 
 def test_override_events_only_when_it_takes_effect_or_its_reason_changes() -> None:
-    bot = green(annotations(**{OVERRIDE: "INC-1 exchange outage"}))
+    bot = green(override("INC-1 exchange outage"))
     first, _ = reconcile(bot)
     assert first.replay is not None
-    assert first.replay.override_reason == "INC-1 exchange outage"
+    assert first.replay.override_reason is not None
+    assert first.replay.override_reason.startswith("INC-1 exchange outage (GateOverride inc, until ")
     warnings = [e for e in bot_events(bot.status, first) if e.reason == "Overridden"]
     assert len(warnings) == 1
     assert warnings[0].type == "Warning"
@@ -462,23 +469,24 @@ def test_override_events_only_when_it_takes_effect_or_its_reason_changes() -> No
     settled = settle(bot, first)
     again, _ = reconcile(settled, NOW + MIN)
     assert "Overridden" not in {e.reason for e in bot_events(settled.status, again)}
-    changed_bot = settled.model_copy(update={"metadata": settled.metadata.model_copy(
-        update={"annotations": {OVERRIDE: "INC-2"}})})
+    changed_bot = gate.with_override(settled, gate.active_override([gate_override("INC-2")], "bot", NOW))
     changed, _ = reconcile(changed_bot)
-    assert [e.message for e in bot_events(settled.status, changed) if e.reason == "Overridden"] == [
-        f"the replay gate is overridden by annotation {OVERRIDE}: INC-2; the consensus still has to approve"]
-    removed_bot = settled.model_copy(update={"metadata": settled.metadata.model_copy(update={"annotations": {}})})
+    messages = [e.message for e in bot_events(settled.status, changed) if e.reason == "Overridden"]
+    assert len(messages) == 1
+    assert messages[0].startswith("the replay gate is overridden: INC-2 (GateOverride inc")
+    assert messages[0].endswith("; the consensus still has to approve")
+    removed_bot = gate.with_override(settled, gate.NO_OVERRIDE)  # deleted, or expired
     removed, _ = reconcile(removed_bot)
     assert removed.replay is not None
     assert removed.replay.override_reason is None
     patch = bot_status_patch(settled.status, removed)
     assert patch is not None
     assert patch["status"]["replay"]["overrideReason"] is None
-    assert "OverrideRemoved" in {e.reason for e in bot_events(settled.status, removed)}
+    assert "OverrideEnded" in {e.reason for e in bot_events(settled.status, removed)}
 
 
-def test_an_empty_override_is_ignored_with_one_warning() -> None:
-    bot = make_bot("bot", live(), annotations(**{OVERRIDE: ""}))
+def test_an_override_that_would_last_too_long_is_not_honoured_with_one_warning() -> None:
+    bot = make_bot("bot", live(), override("INC-9", lasting_hours=5))
     first, _ = reconcile(bot)
     assert first.replay is None
     ignored = [e for e in bot_events(bot.status, first) if e.reason == "OverrideIgnored"]

@@ -11,7 +11,7 @@ import enum
 import re
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from tradewarden.api.base import (
     DNS_LABEL_PATTERN,
@@ -464,6 +464,9 @@ class TradingBot(WireModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: TradingBotSpec
     status: TradingBotStatus = Field(default_factory=TradingBotStatus)
+    #: Not part of the resource, never read from the wire: the replay-gate override the operator found for
+    #: this bot among its GateOverrides (``controller.gate.Override``), set before any decision.
+    _override: Any = PrivateAttr(default=None)
 
 
 def _cond(type_: str, field: str = "reason") -> str:

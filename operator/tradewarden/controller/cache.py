@@ -21,6 +21,7 @@ IDX_BOTS = "tw_bots"
 IDX_STRATEGYCONFIGS = "tw_strategyconfigs"
 IDX_KILLSWITCHES = "tw_killswitches"
 IDX_LEASES = "tw_leases"
+IDX_GATEOVERRIDES = "tw_gateoverrides"
 #: Owned objects, one index per kind, keyed by (namespace or "", name).
 IDX_OWNED: dict[str, str] = {
     "ConfigMap": "tw_configmaps",
@@ -109,6 +110,15 @@ class Cache:
 
     def strategyconfigs(self) -> list[Manifest]:
         return self._all(IDX_STRATEGYCONFIGS)
+
+    def gateoverride(self, namespace: str, name: str) -> Manifest | None:
+        return self._one(IDX_GATEOVERRIDES, (namespace, name))
+
+    def gateoverrides(self, namespace: str | None = None) -> list[Manifest]:
+        found = self._all(IDX_GATEOVERRIDES)
+        if namespace is None:
+            return found
+        return [o for o in found if (o.get("metadata") or {}).get("namespace") == namespace]
 
     def killswitch(self, name: str) -> Manifest | None:
         return self._one(IDX_KILLSWITCHES, name)

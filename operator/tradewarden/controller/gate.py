@@ -27,15 +27,18 @@ InsufficientTrades or Overridden; ``ConsensusApproved`` is Approved, Rejected (a
 CloseOnly, Halt, Missing or Stale. ``Promoted`` names what is missing: ConfigChanged, Replay<reason>,
 Consensus<reason>, LiveNotRequested, LiveNotConfirmed, or Promoted.
 
-The emergency override (``tradewarden.io/override-replay-gate: "<reason>"``) opens the *replay* gate only,
-never the consensus: a reason is required, and an empty annotation is ignored (and said so).
+The emergency override (a GateOverride naming the bot: a permission apart from editing bots, a visible
+reason, at most ``MAX_OVERRIDE_HOURS`` long) opens the *replay* gate only, never the consensus; one that
+would last longer is not honoured (and said so); it lapses by itself at ``spec.expiresAt``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tradewarden.api.gateoverride import GateOverride, expiry_problem
 from tradewarden.api.runtime import compute_gate_hash
 from tradewarden.api.tradingbot import (
     KILL_STRENGTH,
@@ -48,8 +51,6 @@ from tradewarden.api.tradingbot import (
 )
 from tradewarden.consensus import scoring
 
-#: Bot annotation that overrides the replay gate in an emergency; its value is the (required) reason.
-ANN_OVERRIDE_REPLAY = "tradewarden.io/override-replay-gate"
 #: Bot annotation a human changes to clear a bot-scoped trip (the runner's and the consensus's).
 ANN_RESET_TRIP = "tradewarden.io/reset-trip"
 
@@ -107,25 +108,74 @@ class PromotionDecision:
 
 @dataclass(frozen=True)
 class Override:
-    """The replay-gate override annotation as read from a bot."""
+    """The replay-gate override in force for a bot, found among its GateOverrides."""
 
-    #: The reason in force, or None (no annotation, or an empty one).
+    #: The reason in force (with the GateOverride that says it and until when), or None.
     reason: str | None
-    #: The annotation is there but says no reason: it is ignored, and the status says so.
+    #: A GateOverride names the bot but is not honoured (it would last too long): the status says so.
     ignored: bool
+    #: Why the ignored ones are not honoured.
+    note: str = ""
+    #: When the override in force lapses by itself.
+    until: dt.datetime | None = None
+
+
+NO_OVERRIDE = Override(None, False)
 
 
 def _short(h: str) -> str:
     return h.removeprefix("sha256:")[:12] or "(none)"
 
 
+def parse_created(meta_time: str | None) -> dt.datetime | None:
+    if not meta_time:
+        return None
+    try:
+        return dt.datetime.fromisoformat(meta_time.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def active_override(overrides: Sequence[GateOverride], bot_name: str, now: dt.datetime) -> Override:
+    """The override of ``bot_name``'s replay gate in force at ``now`` among ``overrides`` (its namespace's).
+
+    One is in force from its creation until ``spec.expiresAt``, which must be at most
+    ``MAX_OVERRIDE_HOURS`` after ``metadata.creationTimestamp`` (set by the API server, so it cannot be
+    back-dated); a longer one is not honoured at all. Of several in force, the one that lapses first.
+    """
+    in_force: list[tuple[dt.datetime, GateOverride]] = []
+    refused: list[str] = []
+    for o in overrides:
+        if o.spec.bot_name != bot_name or o.metadata.deletion_timestamp:
+            continue
+        created = parse_created(o.metadata.creation_timestamp)
+        problem = expiry_problem(o.spec.expires_at, created) if created else "it has no creationTimestamp"
+        if problem:
+            refused.append(f"GateOverride {o.metadata.name} is not honoured: {problem}")
+        elif now < o.spec.expires_at:
+            in_force.append((o.spec.expires_at, o))
+    if in_force:
+        until, o = min(in_force, key=lambda pair: (pair[0], pair[1].metadata.name))
+        stamp = until.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        ticket = f", ticket {o.spec.ticket}" if o.spec.ticket else ""
+        return Override(f"{' '.join(o.spec.reason.split())} (GateOverride {o.metadata.name}{ticket}, until {stamp})",
+                        False, until=until)
+    if refused:
+        return Override(None, True, note="; ".join(refused)[:1024])
+    return NO_OVERRIDE
+
+
+def with_override(bot: TradingBot, override: Override) -> TradingBot:
+    """``bot`` carrying the override the operator found for it (see :func:`active_override`)."""
+    out = bot.model_copy()
+    out._override = override
+    return out
+
+
 def replay_override(bot: TradingBot) -> Override:
-    """The override annotation of ``bot``: a reason (whitespace trimmed, at most 1024 characters) or nothing."""
-    raw = bot.metadata.annotations.get(ANN_OVERRIDE_REPLAY)
-    if raw is None:
-        return Override(None, False)
-    reason = " ".join(raw.split())[:1024]
-    return Override(reason or None, not reason)
+    """The override in force for ``bot`` (none unless the operator attached one with :func:`with_override`)."""
+    found = bot._override
+    return found if isinstance(found, Override) else NO_OVERRIDE
 
 
 def reset_annotation(bot: TradingBot) -> str:
@@ -185,12 +235,11 @@ def check_replay(bot: TradingBot, config_hash: str, now: dt.datetime) -> Check:
     if override.reason is not None:
         # Never silent: the message carries the reason and what the replay said on its own.
         return Check(True, OVERRIDDEN,
-                     f"the replay gate is overridden by annotation {ANN_OVERRIDE_REPLAY}: {override.reason} "
-                     f"(without the override: {verdict.reason}: {verdict.message})")
+                     f"the replay gate is overridden: {override.reason} "
+                     f"(without the override: {verdict.reason}: {verdict.message})",
+                     expires_at=override.until)
     if override.ignored:
-        return Check(verdict.ok, verdict.reason,
-                     f"{verdict.message} (annotation {ANN_OVERRIDE_REPLAY} ignored: it needs a reason as its value)",
-                     verdict.expires_at)
+        return Check(verdict.ok, verdict.reason, f"{verdict.message} ({override.note})", verdict.expires_at)
     return verdict
 
 

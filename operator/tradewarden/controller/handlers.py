@@ -45,6 +45,7 @@ from pydantic import ValidationError
 
 from tradewarden.api.conditions import set_condition
 from tradewarden.api.evidence import evidence_configmap_name
+from tradewarden.api.gateoverride import CONDITION_ACTIVE, ActiveReason, GateOverride, expiry_problem
 from tradewarden.api.killswitch import KillSwitch
 from tradewarden.api.runtime import (
     LABEL_BOT,
@@ -75,6 +76,7 @@ from tradewarden.controller.builders import (
 )
 from tradewarden.controller.cache import (
     IDX_BOTS,
+    IDX_GATEOVERRIDES,
     IDX_KILLSWITCHES,
     IDX_LEASES,
     IDX_OWNED,
@@ -246,6 +248,7 @@ class Controller:
         self.configs: WorkQueue[BotKey] = WorkQueue("StrategyConfig", self.reconcile_strategyconfig, limit, observe)
         self.switches: WorkQueue[str] = WorkQueue("KillSwitch", self.reconcile_killswitch, limit, observe)
         self.fleet: WorkQueue[str] = WorkQueue("FleetRBAC", self.reconcile_fleet, limit, observe)
+        self.overrides: WorkQueue[BotKey] = WorkQueue("GateOverride", self.reconcile_gateoverride, limit, observe)
         # Its own limit: a round waits for replays and reviewers for seconds, and must never hold up the
         # reconciles (a kill switch's bookkeeping above all). The replays have a tighter limit inside.
         self.gate = PromotionGate(kube, reviewers)
@@ -479,6 +482,20 @@ class Controller:
             return bot
         return gate.record_round(bot, found)
 
+    def _gateoverrides(self, namespace: str) -> list[GateOverride]:
+        out: list[GateOverride] = []
+        for body in self.cache.gateoverrides(namespace):
+            try:
+                out.append(GateOverride.model_validate(body))
+            except ValidationError:
+                continue  # not honoured; its own reconcile says why
+        return out
+
+    def _with_override(self, bot: TradingBot, now: dt.datetime) -> TradingBot:
+        """``bot`` with the replay-gate override in force among its namespace's GateOverrides."""
+        return gate.with_override(bot, gate.active_override(self._gateoverrides(bot.metadata.namespace or ""),
+                                                            bot.metadata.name, now))
+
     def _ledger(self, bot_uid: str) -> tuple[ledger_.GateLedger | None, bool]:
         """The bot's gate ledger from the cache, and whether the cache lags our own last write of it."""
         name = ledger_.ledger_name(bot_uid)
@@ -511,7 +528,7 @@ class Controller:
             problems.append(("StatusTampered",
                              f"status fields {', '.join(forged)} were written by someone other than the operator; "
                              f"the gate ignores them (its evidence is kept in its ledger) and restores them"))
-        bot = self._with_round(key, ledger_.trusted(cached, ledger))
+        bot = self._with_round(key, self._with_override(ledger_.trusted(cached, ledger), now))
         source = self._config_source(bot)
         runner = self._observe(namespace, name)
         plan = build_bot_plan(bot, source.valid, self._killswitch_models(), runner, self.defaults, now)
@@ -604,7 +621,7 @@ class Controller:
         ledger, lags = self._ledger(parsed.metadata.uid)
         if lags:
             return 0.5
-        bot = self._with_round(key, ledger_.trusted(parsed, ledger))
+        bot = self._with_round(key, self._with_override(ledger_.trusted(parsed, ledger), self.clock()))
         if key in self._rounds:
             # One round in flight per bot: a new one would replace the last before the status recorded
             # it, and a Halt in it (a trip) must never be lost. The bot's reconcile records it at once.
@@ -620,6 +637,55 @@ class Controller:
             self._rounds[key] = found
             self.bots.trigger(key)
         return None
+
+    # ------------------------------------------------------------------------------ GateOverride
+
+    async def reconcile_gateoverride(self, key: BotKey) -> float | None:
+        """The override's own status (``Active``, ``effectiveUntil``), and its bot re-checked when it starts
+        and when it lapses."""
+        namespace, name = key
+        body = self.cache.gateoverride(namespace, name)
+        if body is None:
+            return None
+        try:
+            found = GateOverride.model_validate(body)
+        except ValidationError as exc:
+            logger.error("GateOverride %s/%s does not parse: %s", namespace, name, exc.error_count())
+            return None
+        now = self.clock()
+        bot = found.spec.bot_name
+        self.bots.trigger((namespace, bot))
+        self.promotions.trigger((namespace, bot))
+        created = gate.parse_created(found.metadata.creation_timestamp)
+        problem = expiry_problem(found.spec.expires_at, created) if created else "it has no creationTimestamp"
+        until: dt.datetime | None = None
+        if problem:
+            state, reason, message = False, ActiveReason.TOO_LONG, problem
+        elif now >= found.spec.expires_at:
+            state, reason, message = False, ActiveReason.EXPIRED, "spec.expiresAt has passed: the override lapsed"
+        elif self.cache.bot(namespace, bot) is None:
+            state, reason, message = False, ActiveReason.BOT_NOT_FOUND, \
+                f"no TradingBot {bot} in namespace {namespace}: check spec.botName"
+            until = found.spec.expires_at
+        else:
+            state, reason, message = True, ActiveReason.ACTIVE, \
+                f"the replay gate of TradingBot {bot} is overridden until spec.expiresAt (the consensus still votes)"
+            until = found.spec.expires_at
+        conditions = set_condition(found.status.conditions, CONDITION_ACTIVE, state, reason.value, message,
+                                   found.metadata.generation, now.replace(microsecond=0))
+        status = found.status.model_copy(update={"conditions": conditions, "effective_until": until,
+                                                 "observed_generation": found.metadata.generation})
+        before, after = found.status.to_wire(), status.to_wire()
+        out = Outcome(involved=body)
+        if canonical_json(before) != canonical_json(after):
+            patch = {"status": {**after, **{k: None for k in before if k not in after}}}
+            self._plan_status(out, k.GATEOVERRIDES, body, patch, [])
+        await self._execute(out)
+        if state:
+            wake = (found.spec.expires_at - now).total_seconds() + 0.5
+            self.bots.trigger_after((namespace, bot), wake)
+            return wake
+        return WRITE_MEMORY_SECONDS + 0.5 if out.skipped else None
 
     # ------------------------------------------------------------------------------ StrategyConfig
 
@@ -770,6 +836,7 @@ LEASES: tuple[str, str, str] = ("coordination.k8s.io", "v1", "leases")
 TRADINGBOTS: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "tradingbots")
 STRATEGYCONFIGS: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "strategyconfigs")
 KILLSWITCHES: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "killswitches")
+GATEOVERRIDES: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "gateoverrides")
 
 
 def register(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, ctl: Controller) -> None:
@@ -812,6 +879,10 @@ def register(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, c
     def index_killswitches(**kw: Any) -> dict[Any, Any]:
         return {kw["name"]: slim(kw["body"])}
 
+    @kopf.index(*GATEOVERRIDES, id=IDX_GATEOVERRIDES, registry=registry)
+    def index_gateoverrides(**kw: Any) -> dict[Any, Any]:
+        return {(kw["namespace"], kw["name"]): slim(kw["body"])}
+
     @kopf.index(*LEASES, id=IDX_LEASES, labels={LABEL_BOT: kopf.PRESENT}, registry=registry)
     def index_leases(**kw: Any) -> dict[Any, Any]:
         return {(kw["namespace"], kw["labels"][LABEL_BOT]): slim(kw["body"])}
@@ -843,6 +914,15 @@ def register(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, c
     async def killswitch_event(**kw: Any) -> None:
         ctl.mark_indexed()
         ctl.switches.trigger(kw["name"])
+
+    @kopf.on.event(*GATEOVERRIDES, registry=registry)
+    async def gateoverride_event(**kw: Any) -> None:
+        ctl.mark_indexed()
+        bot = str(((kw["body"].get("spec") or {}).get("botName")) or "")
+        if bot:
+            ctl.bots.trigger((kw["namespace"], bot))
+            ctl.promotions.trigger((kw["namespace"], bot))
+        ctl.overrides.trigger((kw["namespace"], kw["name"]))
 
     @kopf.on.event(*LEASES, labels={LABEL_BOT: kopf.PRESENT}, registry=registry)
     async def lease_event(**kw: Any) -> None:

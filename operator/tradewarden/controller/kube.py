@@ -87,6 +87,7 @@ class ResourceRef:
 TRADINGBOTS = ResourceRef("tradewarden.io", "v1alpha1", "tradingbots", "TradingBot")
 STRATEGYCONFIGS = ResourceRef("tradewarden.io", "v1alpha1", "strategyconfigs", "StrategyConfig")
 KILLSWITCHES = ResourceRef("tradewarden.io", "v1alpha1", "killswitches", "KillSwitch", namespaced=False)
+GATEOVERRIDES = ResourceRef("tradewarden.io", "v1alpha1", "gateoverrides", "GateOverride")
 CONFIGMAPS = ResourceRef("", "v1", "configmaps", "ConfigMap")
 #: Read only, and only the API key Secrets of the configured external reviewers (controller.promotion).
 SECRETS = ResourceRef("", "v1", "secrets", "Secret")
@@ -103,7 +104,7 @@ STATEFULSETS = ResourceRef("apps", "v1", "statefulsets", "StatefulSet")
 #: Every kind the operator writes, by kind name (desired manifests carry their kind).
 REFS_BY_KIND: dict[str, ResourceRef] = {
     ref.kind: ref for ref in (
-        TRADINGBOTS, STRATEGYCONFIGS, KILLSWITCHES, CONFIGMAPS, SERVICEACCOUNTS, ROLES, ROLEBINDINGS,
+        TRADINGBOTS, STRATEGYCONFIGS, KILLSWITCHES, GATEOVERRIDES, CONFIGMAPS, SERVICEACCOUNTS, ROLES, ROLEBINDINGS,
         CLUSTERROLES, CLUSTERROLEBINDINGS, LEASES, STATEFULSETS, EVENTS, SECRETS,
     )
 }

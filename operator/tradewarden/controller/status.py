@@ -41,6 +41,7 @@ from tradewarden.api.conditions import (
     list_problems,
     set_condition,
 )
+from tradewarden.api.gateoverride import MAX_OVERRIDE_HOURS
 from tradewarden.api.runtime import canonical_json, lease_name, sha256_hex
 from tradewarden.api.strategyconfig import (
     StrategyConfig,
@@ -441,17 +442,19 @@ def _gate_events(old: TradingBotStatus, new: TradingBotStatus) -> list[EventSpec
     new_override = new.replay.override_reason if new.replay else None
     if new_override and new_override != old_override:
         events.append(EventSpec("Warning", gate.OVERRIDDEN,
-                                f"the replay gate is overridden by annotation {gate.ANN_OVERRIDE_REPLAY}: "
-                                f"{new_override}; the consensus still has to approve"))
+                                f"the replay gate is overridden: {new_override}; the consensus still has to "
+                                f"approve"))
     elif old_override and not new_override:
-        events.append(EventSpec("Normal", "OverrideRemoved",
-                                f"annotation {gate.ANN_OVERRIDE_REPLAY} removed: the replay gate applies again"))
-    ignored = "ignored: it needs a reason"
+        events.append(EventSpec("Normal", "OverrideEnded",
+                                f"the replay gate override ended (it expired or its GateOverride was deleted): "
+                                f"the replay gate applies again; it was: {old_override}"))
+    ignored = "is not honoured:"
     if ignored in _cond_message(new.conditions, "ReplayVerified") and \
             ignored not in _cond_message(old.conditions, "ReplayVerified"):
         events.append(EventSpec("Warning", "OverrideIgnored",
-                                f"annotation {gate.ANN_OVERRIDE_REPLAY} is empty and ignored: give the reason for "
-                                f"the override as its value"))
+                                f"a GateOverride names this bot but is not honoured: it may last at most "
+                                f"{MAX_OVERRIDE_HOURS} hours from its creation; delete it and create one that "
+                                f"expires sooner"))
     if new.gate_trip is not None and new.gate_trip != old.gate_trip:
         events.append(EventSpec("Warning", "TripEngaged",
                                 f"bot-scoped {new.gate_trip.mode.value}: {new.gate_trip.reason}; it holds until "
