@@ -343,8 +343,8 @@ class ReplayEvidence(WireModel):
                                   "new replay, and no newer export means no refresh.")
     finished_at: DateTime | None = Field(default=None, description="When the replay finished.")
     override_reason: str | None = Field(default=None, max_length=1024,
-                                        description="Set while the replay gate is overridden by the annotation "
-                                                    "tradewarden.io/override-replay-gate (its reason).")
+                                        description="Set while the replay gate is overridden by a GateOverride "
+                                                    "(its reason, name, ticket and end).")
 
 
 class Verdict(enum.StrEnum):
