@@ -87,7 +87,7 @@ def run(bots: int, window: float, renew_every: float) -> dict[str, object]:
         started = time.monotonic()
         cluster.apply(strategy_config(), namespace=ns)
         cluster.apply(kill_switch(ks_name, "off", [ns]))
-        cluster.apply([trading_bot(n) for n in names], namespace=ns)
+        cluster.apply([trading_bot(n, placement="external") for n in names], namespace=ns)
 
         def configs() -> dict[str, str] | None:
             items = json.loads(cluster.kubectl("get", "cm", "-n", ns, "-l",

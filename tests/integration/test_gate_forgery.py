@@ -9,9 +9,11 @@ out, but it must not go unnoticed, and live orders still need the operator).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import pathlib
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from support.kube import Cluster
-from support.operator import OperatorProcess, condition, strategy_config
+from support.operator import OperatorProcess, RunnerStandIn, condition, kill_switch, strategy_config, trading_bot
 from support.promotion import bot_of, event_reasons, live_bot, runtime_of, until, wait_runtime
 from support.runner import BotEnv, secret_manifest
 from tradewarden.api.runtime import compute_gate_hash
@@ -67,6 +69,10 @@ def grant(cluster: Cluster, ns: str, user: str, rules: list[dict[str, Any]] | No
                    "metadata": {"name": f"{user}-binding"}, "roleRef": role_ref,
                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]},
                   namespace=ns)
+
+
+def trading_bot_in_cluster(name: str) -> dict[str, Any]:
+    return trading_bot(name, placement="cluster", mode="paper", runner={"heartbeatGraceSeconds": 5})
 
 
 def forged_gate_status(config_hash: str) -> dict[str, Any]:
@@ -199,3 +205,58 @@ def test_an_editor_written_immutable_runtime_configmap_never_trades_live(
         assert "refusing live orders, trading on paper: the live permission is not signed" in env.runners[0].output()
     finally:
         env.close()
+
+
+def test_a_forged_lease_of_a_runner_pod_is_reported_not_believed(cluster: Cluster, operator: OperatorProcess,
+                                                                ns: str) -> None:
+    """Attack 4: the runner pod is not running (here it never can: no kubelet runs it), a kill switch is
+    engaged, and an ``edit`` user impersonating the runner's ServiceAccount keeps renewing its Lease with
+    acknowledgements and healthy telemetry. The operator compares the Lease with the pod it observes."""
+    cluster.apply(strategy_config("momentum"), namespace=ns)
+    cluster.apply(trading_bot_in_cluster("podbot"), namespace=ns)
+    cluster.wait_for(lambda: cluster.kubectl("get", "lease", "podbot-runner", "-n", ns, check=False).returncode == 0,
+                     timeout=60, what="the Lease")
+    brake = f"{ns}-brake"[:63]
+    lost = f"{ns}-lost"[:63]
+    grant(cluster, ns, "mallory", cluster_role="edit")
+    cluster.apply(kill_switch(brake, "close_only", [ns], reason="drill"))
+    cluster.apply(kill_switch(lost, "off", [ns], trigger={"maxRunnersWithoutHeartbeat": 0, "mode": "halt_all"}))
+    try:
+        forger = RunnerStandIn(cluster, ns, "podbot", account=False)
+        forger.kube._api.set_default_header("Impersonate-User", "mallory")
+        generation = cluster.get_json("killswitch", brake)["metadata"]["generation"]
+
+        def forge() -> None:
+            ack = {brake: {"generation": generation, "mode": "close_only",
+                           "at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+            forger.renew(acks=ack, telemetry={"killMode": "close_only", "equity": 10000.0, "apiReachable": True},
+                         identity={"pod": "podbot-runner-0", "podUid": "forged",
+                                   "startedAt": "2026-01-01T00:00:00Z"})
+
+        def reported() -> dict[str, Any]:
+            forge()
+            bot = bot_of(cluster, ns, "podbot")
+            healthy = condition(bot, "RunnerHealthy")
+            assert (healthy["status"], healthy["reason"]) == ("False", "LeaseContradicted"), healthy
+            assert condition(bot, "Intact").get("reason") == "LeaseContradicted"
+            return bot
+
+        bot = until(operator, reported, "the forged Lease to be reported")
+        assert "podbot-runner-0" in condition(bot, "RunnerHealthy")["message"]
+        assert "LeaseContradicted" in event_reasons(cluster, ns, "podbot")
+        for _ in range(3):
+            forge()
+            time.sleep(1)
+        ks = cluster.get_json("killswitch", brake)
+        assert f"{ns}/podbot" in ks["status"].get("pendingBots", []), "a forged acknowledgement was believed"
+        assert condition(ks, "Acknowledged")["status"] == "False"
+
+        def fired() -> dict[str, Any]:
+            forge()
+            switch = cluster.get_json("killswitch", lost)
+            assert switch["spec"]["mode"] == "halt_all", "the heartbeat trigger stayed off"
+            return switch
+
+        until(operator, fired, "the lost-runner trigger to fire despite the forged renewals")
+    finally:
+        cluster.kubectl("delete", "killswitch", brake, lost, "--ignore-not-found", check=False)

@@ -28,7 +28,7 @@ def test_more_than_n_silent_runners_engage_the_switch(cluster: Cluster, operator
     cluster.apply(strategy_config("momentum"), namespace=ns)
     names = ["a", "b", "c"]
     for name in names:
-        cluster.apply(trading_bot(name, runner={"heartbeatGraceSeconds": 5}), namespace=ns)
+        cluster.apply(trading_bot(name, placement="external", runner={"heartbeatGraceSeconds": 5}), namespace=ns)
     cluster.apply(kill_switch(switch, "off", [ns], trigger={"maxRunnersWithoutHeartbeat": 1, "mode": "close_only"}))
     try:
         cluster.wait_for(lambda: all(cluster.kubectl("get", "lease", f"{n}-runner", "-n", ns, check=False)

@@ -229,7 +229,7 @@ def test_invalid_edit_is_refused_and_the_bot_keeps_the_last_good_config(
 def test_runner_heartbeat_makes_the_bot_healthy_then_stale(
         cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
     cluster.apply(strategy_config(), namespace=ns)
-    create_bot(cluster, operator, ns, "beat", runner={"heartbeatGraceSeconds": 5})
+    create_bot(cluster, operator, ns, "beat", placement="external", runner={"heartbeatGraceSeconds": 5})
     runtime = until(operator, lambda: runtime_of(cluster, ns, "beat"), "the runtime ConfigMap")
     runner = RunnerStandIn(cluster, ns, "beat")
     runner.renew(applied_hash=runtime.config_hash, equity=10000.0)
@@ -314,7 +314,8 @@ def test_kill_switch_engages_is_acknowledged_and_triggers(
         cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
     cluster.apply(strategy_config(), namespace=ns)
     for name in ("k1", "k2"):
-        create_bot(cluster, operator, ns, name)
+        # External: the test plays the runners, and a Lease renewed for a pod that is not running is not believed.
+        create_bot(cluster, operator, ns, name, placement="external")
     brake, auto = f"{ns}-brake"[:63], f"{ns}-auto"[:63]
     try:
         cluster.apply(kill_switch(brake, "off", [ns]))

@@ -58,7 +58,7 @@ def test_idle_fleet_causes_zero_writes(cluster: Cluster, tmp_path_factory: pytes
         names = [f"q{i:02d}" for i in range(BOTS)]
         cluster.apply(strategy_config(), namespace=ns)
         cluster.apply(kill_switch(ks_name, "off", [ns]))
-        cluster.apply([trading_bot(n) for n in names], namespace=ns)
+        cluster.apply([trading_bot(n, placement="external") for n in names], namespace=ns)
 
         def all_configured() -> dict[str, str] | None:
             items = json.loads(cluster.kubectl("get", "cm", "-n", ns, "-l",

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from support.kube import REPO, Cluster
-from tradewarden.api.runtime import ANN_APPLIED_HASH, ANN_KILL_ACKS, ANN_TELEMETRY, GATE_KEY_CONFIGMAP
+from tradewarden.api.runtime import (
+    ANN_APPLIED_HASH,
+    ANN_KILL_ACKS,
+    ANN_RUNNER_IDENTITY,
+    ANN_TELEMETRY,
+    GATE_KEY_CONFIGMAP,
+    RunnerIdentity,
+)
 from tradewarden.controller.kube import LEASES, USER_AGENT, Kube
 
 TRADEWARDEN = REPO / ".venv" / "bin" / "tradewarden"
@@ -199,7 +206,7 @@ class RunnerStandIn:
 
     def renew(self, *, applied_hash: str | None = None, equity: float = 10000.0, pnl: float = 0.0,
               acks: dict[str, dict[str, Any]] | None = None, when: dt.datetime | None = None,
-              telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
+              telemetry: dict[str, Any] | None = None, identity: dict[str, Any] | None = None) -> dict[str, Any]:
         lease = self.kube.get(LEASES, self.namespace, f"{self.bot}-runner")
         assert lease is not None, f"Lease {self.namespace}/{self.bot}-runner does not exist"
         now = when or dt.datetime.now(dt.UTC)
@@ -213,6 +220,8 @@ class RunnerStandIn:
             annotations[ANN_APPLIED_HASH] = applied_hash
         if acks is not None:
             annotations[ANN_KILL_ACKS] = json.dumps(acks, sort_keys=True)
+        if identity is not None:
+            annotations[ANN_RUNNER_IDENTITY] = RunnerIdentity.model_validate(identity).model_dump_json(by_alias=True)
         updated: dict[str, Any] = self.kube._request(
             "PUT", LEASES.path(self.namespace, f"{self.bot}-runner"), what="Lease", plural="leases", body=lease)
         return updated

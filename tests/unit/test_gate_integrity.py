@@ -4,6 +4,7 @@ the export date and the market data comparison."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -13,7 +14,7 @@ from tradewarden.api.evidence import EvidenceExport
 from tradewarden.api.market import Candle
 from tradewarden.api.runtime import live_refusal
 from tradewarden.api.tradingbot import ReplayEvidence, TradingBot, TradingBotStatus, TradingMode
-from tradewarden.controller import ledger
+from tradewarden.controller import leases, ledger
 from tradewarden.controller.builders import build_configmap
 from tradewarden.controller.keys import GateSigner
 from tradewarden.controller.promotion import future_refusal
@@ -211,3 +212,52 @@ def test_votes_of_reviewers_not_configured_do_not_count() -> None:
     assert not refused.promoted
     assert refused.reason == "ConsensusMissing"
     assert "ignored" in refused.message
+
+
+# ------------------------------------------------------------------------------------------ Leases vs pods
+
+STARTED = "2026-12-01T11:00:00Z"
+
+
+def pod(phase: str = "Running", uid: str = "pod-uid", started: str | None = STARTED) -> dict[str, object]:
+    state = {"running": {"startedAt": started}} if started else {"waiting": {"reason": "ContainerCreating"}}
+    return {"metadata": {"name": "b-runner-0", "uid": uid},
+            "status": {"phase": phase, "containerStatuses": [{"name": "runner", "state": state}]}}
+
+
+def renewed(at: str = "2026-12-01T11:05:00Z", pod_uid: str = "pod-uid",
+            started_at: str | None = "2026-12-01T11:00:01Z") -> leases.RunnerObservation:
+    identity = {"pod": "b-runner-0", "podUid": pod_uid, **({"startedAt": started_at} if started_at else {})}
+    return leases.observe_lease({"metadata": {"annotations": {
+        "tradewarden.io/runner-identity": json.dumps(identity),
+        "tradewarden.io/kill-acks": json.dumps({"global": {"generation": 2, "mode": "close_only", "at": at}})}},
+        "spec": {"renewTime": at}})
+
+
+@pytest.mark.parametrize(("observed", "the_pod", "expect"), [
+    (renewed(), pod(), ""),
+    (renewed(), None, "does not exist"),
+    (renewed(), pod(phase="Pending", started=None), "is Pending"),
+    (renewed(pod_uid="someone-else"), pod(), "not by the runner pod"),
+    (renewed(), pod(phase="Running", started=None), "container of pod b-runner-0 is not running"),
+    (renewed(at="2026-12-01T10:59:00Z"), pod(), "before the runner container"),
+    (renewed(started_at="2026-12-01T10:00:00Z"), pod(), "says its runner started"),
+    (leases.observe_lease({"metadata": {}, "spec": {"renewTime": "2026-12-01T11:05:00Z"}}), pod(),
+     "does not say which pod"),
+    (leases.NO_RUNNER, None, ""),  # never renewed: nothing to believe or not
+])
+def test_a_lease_is_checked_against_the_runner_pod(observed: leases.RunnerObservation,
+                                                   the_pod: dict[str, object] | None, expect: str) -> None:
+    found = leases.pod_contradiction(observed, the_pod, "b-runner-0")
+    assert (found == "") if not expect else (expect in found), found
+
+
+def test_a_contradicted_lease_acknowledges_nothing_and_has_no_heartbeat() -> None:
+    observed = renewed()
+    assert observed.kill_acks
+    assert observed.heartbeat_fresh(NOW.replace(hour=11, minute=5), 30)
+    doubted = leases.not_believed(observed, "the runner pod does not exist")
+    assert doubted.kill_acks == {}
+    assert doubted.telemetry is None
+    assert doubted.heartbeat_stale(NOW.replace(hour=11, minute=5), 30)
+    assert not doubted.heartbeat_fresh(NOW.replace(hour=11, minute=5), 30)

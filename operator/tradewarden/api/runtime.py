@@ -73,6 +73,11 @@ def runner_account_name(bot: str) -> str:
     return f"{bot}-runner"
 
 
+def runner_pod_name(bot: str) -> str:
+    """The runner pod of placement ``cluster``: ordinal 0 of the StatefulSet ``<bot>-runner``."""
+    return f"{runner_account_name(bot)}-0"
+
+
 class RuntimeStrategy(WireModel):
     key: str = Field(description="Strategy registry key.")
     version: str = Field(default="", description="Strategy version the operator validated against.")

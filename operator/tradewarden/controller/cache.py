@@ -22,6 +22,7 @@ IDX_STRATEGYCONFIGS = "tw_strategyconfigs"
 IDX_KILLSWITCHES = "tw_killswitches"
 IDX_LEASES = "tw_leases"
 IDX_GATEOVERRIDES = "tw_gateoverrides"
+IDX_PODS = "tw_pods"
 #: Owned objects, one index per kind, keyed by (namespace or "", name).
 IDX_OWNED: dict[str, str] = {
     "ConfigMap": "tw_configmaps",
@@ -64,6 +65,15 @@ def _spec_writes(entries: Any) -> list[dict[str, Any]]:
                          "time": entry.get("time"), "fieldsType": entry.get("fieldsType"),
                          "fieldsV1": {"f:spec": {}}})
     return kept
+
+
+def slim_pod(body: Mapping[str, Any]) -> Manifest:
+    """Of a runner pod, only what the Lease is checked against: its uid, phase and container starts."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    return {"metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")},
+            "status": {"phase": status.get("phase"),
+                       "containerStatuses": [{"name": c.get("name"), "state": _copy(c.get("state") or {})}
+                                             for c in status.get("containerStatuses") or []]}}
 
 
 def _copy(value: Any) -> Any:
@@ -110,6 +120,10 @@ class Cache:
 
     def strategyconfigs(self) -> list[Manifest]:
         return self._all(IDX_STRATEGYCONFIGS)
+
+    def pod(self, namespace: str, name: str) -> Manifest | None:
+        """A runner pod (labelled ``tradewarden.io/bot``), reduced by :func:`slim_pod`."""
+        return self._one(IDX_PODS, (namespace, name))
 
     def gateoverride(self, namespace: str, name: str) -> Manifest | None:
         return self._one(IDX_GATEOVERRIDES, (namespace, name))

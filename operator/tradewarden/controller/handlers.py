@@ -54,11 +54,12 @@ from tradewarden.api.runtime import (
     canonical_json,
     lease_name,
     runner_account_name,
+    runner_pod_name,
     runtime_configmap_name,
     sha256_hex,
 )
 from tradewarden.api.strategyconfig import StrategyConfig
-from tradewarden.api.tradingbot import TradingBot
+from tradewarden.api.tradingbot import Placement, TradingBot
 from tradewarden.controller import gate
 from tradewarden.controller import kube as k
 from tradewarden.controller import ledger as ledger_
@@ -80,13 +81,21 @@ from tradewarden.controller.cache import (
     IDX_KILLSWITCHES,
     IDX_LEASES,
     IDX_OWNED,
+    IDX_PODS,
     IDX_STRATEGYCONFIGS,
     Cache,
     slim,
+    slim_pod,
 )
 from tradewarden.controller.diffs import needs_apply
 from tradewarden.controller.keys import GateSigner
-from tradewarden.controller.leases import NO_RUNNER, RunnerObservation, observe_lease
+from tradewarden.controller.leases import (
+    NO_RUNNER,
+    RunnerObservation,
+    not_believed,
+    observe_lease,
+    pod_contradiction,
+)
 from tradewarden.controller.metrics import Metrics
 from tradewarden.controller.promotion import PromotionGate
 from tradewarden.controller.reviewers import ReviewerConfig
@@ -333,6 +342,17 @@ class Controller:
     # ------------------------------------------------------------------------------ shared helpers
 
     def _observe(self, namespace: str, bot: str) -> RunnerObservation:
+        """What the bot's runner says through its Lease, unless it contradicts the runner pod the
+        operator observes (placement cluster): then nothing of it is believed."""
+        found = self._observe_lease(namespace, bot)
+        body = self.cache.bot(namespace, bot) or {}
+        if ((body.get("spec") or {}).get("placement") or Placement.CLUSTER.value) != Placement.CLUSTER.value:
+            return found
+        pod = runner_pod_name(bot)
+        why = pod_contradiction(found, self.cache.pod(namespace, pod), pod)
+        return not_believed(found, why) if why else found
+
+    def _observe_lease(self, namespace: str, bot: str) -> RunnerObservation:
         lease = self.cache.lease(namespace, bot)
         if lease is None:
             return NO_RUNNER
@@ -382,15 +402,22 @@ class Controller:
         return None
 
     def _runner_problems(self, bot: TradingBot, runner: RunnerObservation) -> list[tuple[str, str]]:
-        """What the runner reported that points at tampering (once per distinct report)."""
+        """What points at tampering in what the runner reports: a Lease that contradicts the runner pod, a
+        live permission the runner refused. Each distinct one is reported once."""
         key = (bot.metadata.namespace or "", bot.metadata.name)
-        refused = runner.live_refused
-        if refused == self._refusals.get(key, ""):
+        found: list[tuple[str, str]] = []
+        if runner.contradiction:
+            found.append(("LeaseContradicted", f"Lease {lease_name(bot.metadata.name)} is not believed: "
+                                               f"{runner.contradiction}; its acknowledgements and telemetry are "
+                                               f"ignored"))
+        if runner.live_refused:
+            found.append(("LivePermissionRefused",
+                          f"the runner refused a live permission and trades on paper: {runner.live_refused}"))
+        seen = " | ".join(message for _, message in found)
+        if seen == self._refusals.get(key, ""):
             return []
-        self._refusals[key] = refused
-        if not refused:
-            return []
-        return [("LivePermissionRefused", f"the runner refused a live permission and trades on paper: {refused}")]
+        self._refusals[key] = seen
+        return found
 
     def _plan_apply(self, out: Outcome, desired: k.Manifest, live: k.Manifest | None) -> None:
         meta = desired["metadata"]
@@ -833,6 +860,7 @@ OWNED_RESOURCES: tuple[tuple[str, tuple[str, str] | tuple[str, str, str], bool],
     ("ClusterRoleBinding", ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"), False),
 )
 LEASES: tuple[str, str, str] = ("coordination.k8s.io", "v1", "leases")
+PODS: tuple[str, str] = ("v1", "pods")
 TRADINGBOTS: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "tradingbots")
 STRATEGYCONFIGS: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "strategyconfigs")
 KILLSWITCHES: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "killswitches")
@@ -850,6 +878,7 @@ def register(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, c
             # The shared ClusterRole may come from the chart with the chart's labels: select it by name.
             settings.watching.field_selectors[selector] = f"metadata.name={FLEET_RBAC_NAME}"
     settings.watching.label_selectors[LEASES] = LABEL_BOT
+    settings.watching.label_selectors[PODS] = LABEL_BOT
 
     @kopf.on.login(registry=registry)
     def login(**kw: Any) -> kopf.ConnectionInfo | None:
@@ -878,6 +907,16 @@ def register(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, c
     @kopf.index(*KILLSWITCHES, id=IDX_KILLSWITCHES, registry=registry)
     def index_killswitches(**kw: Any) -> dict[Any, Any]:
         return {kw["name"]: slim(kw["body"])}
+
+    # The runner pods (placement cluster), to check what their Leases say against them.
+    @kopf.index(*PODS, id=IDX_PODS, labels={LABEL_BOT: kopf.PRESENT}, registry=registry)
+    def index_pods(**kw: Any) -> dict[Any, Any]:
+        return {(kw["namespace"], kw["name"]): slim_pod(kw["body"])}
+
+    @kopf.on.event(*PODS, labels={LABEL_BOT: kopf.PRESENT}, registry=registry)
+    async def pod_event(**kw: Any) -> None:
+        ctl.mark_indexed()
+        ctl.lease_event(kw["namespace"], kw["labels"][LABEL_BOT])
 
     @kopf.index(*GATEOVERRIDES, id=IDX_GATEOVERRIDES, registry=registry)
     def index_gateoverrides(**kw: Any) -> dict[Any, Any]:

@@ -24,8 +24,10 @@ from tradewarden.api.runtime import (
     ANN_KILL_MODE,
     ANN_LIVE_REFUSED,
     ANN_REJECTED,
+    ANN_RUNNER_IDENTITY,
     ANN_TELEMETRY,
     KillAck,
+    RunnerIdentity,
     Telemetry,
 )
 from tradewarden.api.tradingbot import KillMode
@@ -44,6 +46,11 @@ class RunnerObservation:
     rejected: str = ""
     #: Why the runner refused a live permission ("" when it did not).
     live_refused: str = ""
+    #: Who says it renews the Lease (its pod, or nothing for an external runner).
+    identity: RunnerIdentity | None = None
+    #: Why this Lease is not believed: it contradicts what the operator observes of the runner's pod.
+    #: Its acknowledgements and telemetry are then dropped, and its heartbeat counts as missing.
+    contradiction: str = ""
     problems: tuple[str, ...] = ()
 
     @property
@@ -55,10 +62,15 @@ class RunnerObservation:
         return self.telemetry.bot_trip_reason if self.telemetry else ""
 
     def heartbeat_stale(self, now: dt.datetime, grace_seconds: int) -> bool:
-        """True when the runner renewed once but not within ``grace_seconds`` of ``now``."""
+        """True when the runner renewed once but not within ``grace_seconds`` of ``now`` (or its Lease is
+        not believed)."""
+        if self.contradiction:
+            return True
         return self.renew_time is not None and (now - self.renew_time).total_seconds() > grace_seconds
 
     def heartbeat_fresh(self, now: dt.datetime, grace_seconds: int) -> bool:
+        if self.contradiction:
+            return False
         return self.renew_time is not None and (now - self.renew_time).total_seconds() <= grace_seconds
 
 
@@ -114,8 +126,66 @@ def observe_lease(lease: dict[str, Any] | None) -> RunnerObservation:
         telemetry=telemetry,
         rejected=annotations.get(ANN_REJECTED, ""),
         live_refused=annotations.get(ANN_LIVE_REFUSED, "")[:500],
+        identity=_identity(annotations.get(ANN_RUNNER_IDENTITY), problems),
         problems=tuple(problems),
     )
+
+
+def _identity(raw: str | None, problems: list[str]) -> RunnerIdentity | None:
+    if not raw:
+        return None
+    try:
+        return RunnerIdentity.model_validate_json(raw)
+    except ValidationError as exc:
+        problems.append(f"annotation {ANN_RUNNER_IDENTITY}: {_first_error(exc)}")
+        return None
+
+
+#: How much earlier than its container a runner may say it started (clock granularity between the kubelet
+#: and the runner: both are whole seconds).
+START_SLACK = dt.timedelta(seconds=2)
+
+
+def pod_contradiction(observed: RunnerObservation, pod: dict[str, Any] | None, pod_name: str) -> str:
+    """Why a Lease that a runner pod renews contradicts the pod itself ("" when it does not).
+
+    Called for bots with placement ``cluster`` only, and only for a Lease that was renewed: the pod must
+    exist and be Running, be the pod the Lease names, and its runner container must have started before
+    the runner process says it started and before the Lease was renewed. A Lease renewed by anyone else
+    (someone who may update Leases in the bots' namespace) says what the operator can see is not so.
+    """
+    if observed.renew_time is None:
+        return ""
+    if pod is None:
+        return f"the Lease was renewed but the runner pod {pod_name} does not exist"
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase != "Running":
+        return f"the Lease was renewed but the runner pod {pod_name} is {phase}, not Running"
+    identity = observed.identity
+    if identity is None or not identity.pod_uid:
+        return f"the Lease does not say which pod renews it, although the runner runs in pod {pod_name}"
+    if identity.pod_uid != meta.get("uid"):
+        return f"the Lease was renewed by pod uid {identity.pod_uid[:36]}, not by the runner pod {pod_name}"
+    started = None
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") == "runner":
+            started = parse_time(((container.get("state") or {}).get("running") or {}).get("startedAt"))
+    if started is None:
+        return f"the Lease was renewed but the runner container of pod {pod_name} is not running"
+    if observed.renew_time + START_SLACK < started:
+        return (f"the Lease was renewed at {observed.renew_time.isoformat()}, before the runner container of pod "
+                f"{pod_name} started ({started.isoformat()})")
+    if identity.started_at is not None and identity.started_at + START_SLACK < started:
+        return (f"the Lease says its runner started at {identity.started_at.isoformat()}, before the runner "
+                f"container of pod {pod_name} started ({started.isoformat()})")
+    return ""
+
+
+def not_believed(observed: RunnerObservation, why: str) -> RunnerObservation:
+    """``observed`` with nothing believed: no acknowledgements, no telemetry, no fresh heartbeat."""
+    return RunnerObservation(lease_exists=observed.lease_exists, renew_time=observed.renew_time,
+                             identity=observed.identity, contradiction=why, problems=observed.problems)
 
 
 def _first_error(exc: ValidationError) -> str:

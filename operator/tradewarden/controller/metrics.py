@@ -29,7 +29,7 @@ PREFIX = "tradewarden_operator"
 #: The work queues' names (controller.handlers), the ``kind`` label of the reconcile metrics.
 RECONCILED_KINDS = ("TradingBot", "StrategyConfig", "KillSwitch", "FleetRBAC")
 #: Reasons of tradewarden_operator_integrity_problems_total (docs/SECURITY.md).
-INTEGRITY_REASONS = ("StatusTampered", "ForeignWrite", "LivePermissionRefused")
+INTEGRITY_REASONS = ("StatusTampered", "ForeignWrite", "LivePermissionRefused", "LeaseContradicted")
 
 
 class Metrics:

@@ -206,6 +206,8 @@ def _config_applied(plan: BotPlan, runner: RunnerObservation) -> _Verdict:
 def _runner_healthy(bot: TradingBot, runner: RunnerObservation, now: dt.datetime) -> _Verdict:
     grace = bot.spec.runner.heartbeat_grace_seconds
     lease = lease_name(bot.metadata.name)
+    if runner.contradiction:
+        return _Verdict(False, "LeaseContradicted", f"Lease {lease} is not believed: {runner.contradiction}")
     if runner.renew_time is None:
         where = (f"check the pod of StatefulSet {lease}" if bot.spec.placement == Placement.CLUSTER
                  else f"start `tradewarden runner --bot {bot.metadata.namespace}/{bot.metadata.name}` where it runs")
@@ -241,7 +243,7 @@ def _phase(source: ConfigSource, plan: BotPlan, healthy: _Verdict, applied: _Ver
         return BotPhase.HALTED, "KillSwitchEngaged", f"kill mode {plan.kill.mode.value}: {plan.kill.reason}"
     if healthy.reason == "NoHeartbeat":
         return BotPhase.PENDING, healthy.reason, healthy.message
-    if healthy.reason == "HeartbeatStale":
+    if healthy.reason in ("HeartbeatStale", "LeaseContradicted"):
         return BotPhase.DEGRADED, healthy.reason, healthy.message
     if applied.reason == "Rejected":
         return BotPhase.DEGRADED, "ConfigRejected", applied.message
