@@ -122,7 +122,8 @@ class Demo:
             self.kubectl("create", "namespace", "tradewarden-system")
         proc = self.spawn("operator", [str(BIN / "tradewarden"), "operator", "--metrics-port",
                                        str(self.args.operator_metrics_port), "--ledger-namespace",
-                                       "tradewarden-system"], env={"KUBECONFIG": self.kubeconfig})
+                                       "tradewarden-system", "--allowed-api-url", "http://127.0.0.1:"],
+                          env={"KUBECONFIG": self.kubeconfig})
         time.sleep(1.0)
         if proc.poll() is not None:
             raise SystemExit(f"the operator exited; see {STATE / 'operator.log'}")

@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="The operator's own namespace: its gate ledger, its signing key and the verifying key "
                          "runners read (default: $TRADEWARDEN_LEDGER_NAMESPACE, $POD_NAMESPACE, "
                          "tradewarden-system). Bot authors must not be able to write there.")
+    op.add_argument("--allowed-runner-image", action="append", default=[], metavar="PREFIX",
+                    help="An image prefix a bot may name in spec.runner.image (repeatable); the repository of "
+                         "the default runner image is always allowed.")
+    op.add_argument("--allowed-api-url", action="append", default=[], metavar="PREFIX",
+                    help="A venue URL prefix to which a bot with credentials may point spec.exchange.apiUrl "
+                         "(repeatable; default: none, so credentials go only to the venue's own endpoints).")
     op.add_argument("--verbose", action="store_true")
 
     rn = sub.add_parser("runner", help="Run one bot.")

@@ -64,6 +64,10 @@ def test_spec_is_byte_identical_after_reconciles(cluster: Cluster, operator: Ope
                     switches.append(doc["metadata"]["name"])
                     cluster.apply(doc)
                 else:
+                    if doc["kind"] == "TradingBot":
+                        # The test renews the runners' Leases itself: as external runners would. A Lease
+                        # renewed for a runner pod that does not run is not believed (and trips triggers).
+                        doc["spec"]["placement"] = "external"
                     cluster.apply(doc, namespace=ns)
     try:
         bots = [i["metadata"]["name"] for i in cluster.get_json("tradingbots", "-n", ns)["items"]]

@@ -94,6 +94,8 @@ class OperatorProcess:
         self.proc = subprocess.Popen(
             [str(TRADEWARDEN), "operator", "--metrics-port", str(self.port), "--namespace", f"{self.prefix}-*",
              "--runner-image", "tradewarden/runner:test", "--ledger-namespace", self.ledger_namespace,
+             # The tests' venues are exchange emulators on loopback.
+             "--allowed-api-url", "http://127.0.0.1:", "--allowed-api-url", "http://localhost:",
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         log.close()

@@ -261,3 +261,63 @@ def test_a_contradicted_lease_acknowledges_nothing_and_has_no_heartbeat() -> Non
     assert doubted.telemetry is None
     assert doubted.heartbeat_stale(NOW.replace(hour=11, minute=5), 30)
     assert not doubted.heartbeat_fresh(NOW.replace(hour=11, minute=5), 30)
+
+
+# ------------------------------------------------------------------------------------------ admission
+
+
+def test_a_runner_image_outside_the_allowed_ones_is_not_run() -> None:
+    from support.controller_objects import DEFAULTS, make_bot, spec
+    from tradewarden.controller.builders import admit, build_statefulset
+
+    for image, allowed in (("tradewarden/runner:other-tag", True), ("tradewarden/runner@sha256:" + "a" * 64, True),
+                           ("evil.example/miner:latest", False), ("tradewarden/runner-evil:1", False)):
+        admitted, refused = admit(make_bot("b", spec(runner={"image": image})), DEFAULTS)
+        sts = build_statefulset(admitted, DEFAULTS)
+        ran = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert (ran == image) is allowed, image
+        assert bool(refused) is not allowed
+        if not allowed:
+            assert ran == DEFAULTS.runner_image
+            assert refused[0].startswith("spec.runner.image:")
+    extra = DEFAULTS.__class__(runner_image=DEFAULTS.runner_image, allowed_runner_images=("registry.example/q/",))
+    assert admit(make_bot("b", spec(runner={"image": "registry.example/q/runner:2"})), extra)[1] == ()
+
+
+def test_credentials_go_only_to_allowed_venue_urls_and_such_a_bot_is_never_live() -> None:
+    from support.controller_objects import (
+        CONFIG_HASH,
+        DEFAULTS,
+        consensus_record,
+        live,
+        make_bot,
+        replay_record,
+        runner,
+        spec,
+        status,
+        valid_config,
+    )
+    from tradewarden.controller.builders import build_bot_plan
+
+    def bot_at(url: str) -> TradingBot:
+        return make_bot("b", live(), spec(exchange={"id": "binance", "apiUrl": url,
+                                                    "credentialsSecretRef": {"name": "k"}}),
+                        status(replay=replay_record(configHash=CONFIG_HASH), consensus=consensus_record()))
+
+    def reads_secrets(plan: object) -> bool:
+        role = next(o for o in plan.objects if o["kind"] == "Role")  # type: ignore[attr-defined]
+        return any("secrets" in r["resources"] for r in role["rules"])
+
+    plan = build_bot_plan(bot_at("https://attacker.example/api"), valid_config(), [], runner(), DEFAULTS, NOW)
+    assert plan.refused
+    assert plan.refused[0].startswith("spec.exchange.apiUrl:")
+    assert plan.runtime is not None
+    assert plan.runtime.exchange.credentials_secret_ref is None
+    assert plan.promotion.effective_mode == TradingMode.PAPER
+    assert not reads_secrets(plan)
+    allowed = DEFAULTS.__class__(runner_image=DEFAULTS.runner_image, allowed_api_urls=("https://gw.example/",))
+    ok = build_bot_plan(bot_at("https://gw.example/binance"), valid_config(), [], runner(), allowed, NOW)
+    assert ok.refused == ()
+    assert ok.runtime is not None
+    assert ok.runtime.exchange.credentials_secret_ref is not None
+    assert reads_secrets(ok)

@@ -25,6 +25,7 @@ ClusterRole and one ClusterRoleBinding whose subjects are recomputed from the se
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
@@ -102,6 +103,12 @@ class OperatorDefaults:
     #: The reviewers the operator runs (built-in and --reviewers); votes of anyone else never count.
     #: None: no filter (unit tests of other parts).
     reviewer_names: frozenset[str] | None = None
+    #: Runner images a bot may name in spec.runner.image, as prefixes (``--allowed-runner-image``); the
+    #: repository of ``runner_image`` is always allowed. Anything else runs the default image.
+    allowed_runner_images: tuple[str, ...] = ()
+    #: Venue URLs (``spec.exchange.apiUrl``) a bot with credentials may use, as prefixes
+    #: (``--allowed-api-url``). A bot's credentials are never handed to any other URL.
+    allowed_api_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,8 @@ class BotPlan:
     lease: Manifest
     #: The StatefulSet must not exist (placement external).
     delete_statefulset: bool
+    #: Spec fields the operator refused and worked around, each naming the field (:func:`admit`).
+    refused: tuple[str, ...] = ()
 
     @property
     def config_hash(self) -> str:
@@ -404,6 +413,44 @@ def runner_image(bot: TradingBot, defaults: OperatorDefaults) -> str:
     return bot.spec.runner.image or defaults.runner_image
 
 
+def _repository(image: str) -> str:
+    """``registry/path/name`` of an image reference, without its tag or digest."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def admit(bot: TradingBot, defaults: OperatorDefaults) -> tuple[TradingBot, tuple[str, ...]]:
+    """``bot`` as the operator will run it, and what of its spec it refused (each names the field).
+
+    Two fields would let whoever may edit a bot reach the exchange keys, so the operator decides them:
+    ``spec.runner.image`` (any image would run the bot author's code with the runner's ServiceAccount,
+    which reads the credentials Secret) must be the operator's runner repository or an allowed prefix,
+    else the default image runs; ``spec.exchange.apiUrl`` with credentials (the runner sends the API key
+    to that URL) must match an allowed prefix, else the credentials are not handed to the runner. A bot
+    with anything refused stays out of live (:func:`build_bot_plan`).
+    """
+    refused: list[str] = []
+    spec = bot.spec
+    image = spec.runner.image
+    allowed_images = (f"{_repository(defaults.runner_image)}:", f"{_repository(defaults.runner_image)}@",
+                      *defaults.allowed_runner_images)
+    if image and not any(image.startswith(p) for p in allowed_images):
+        refused.append("spec.runner.image: not an allowed runner image (the operator's runner repository or a "
+                       "prefix given with --allowed-runner-image); the default runner image runs instead")
+        spec = spec.model_copy(update={"runner": spec.runner.model_copy(update={"image": None})})
+    exchange = spec.exchange
+    if exchange.api_url and exchange.credentials_secret_ref is not None and \
+            not any(exchange.api_url.startswith(p) for p in defaults.allowed_api_urls):
+        refused.append("spec.exchange.apiUrl: credentials are handed only to venue URLs the operator allows "
+                       "(--allowed-api-url); the runner gets no credentials and the bot stays out of live")
+        spec = spec.model_copy(update={"exchange": exchange.model_copy(update={"credentials_secret_ref": None})})
+    if not refused:
+        return bot, ()
+    return bot.model_copy(update={"spec": spec}), tuple(refused)
+
+
 def runner_pod_hash(image: str, resources: dict[str, Any]) -> str:
     """Hash of the only inputs that may roll the runner pod: its image and its resources."""
     return hash_of({"image": image, "resources": resources})
@@ -530,7 +577,9 @@ def build_bot_plan(
     now: dt.datetime,
 ) -> BotPlan:
     """Everything desired for ``bot``. Without a valid config there is no ConfigMap to write: the one
-    already there (the last good config) stays, as invariant 4 asks."""
+    already there (the last good config) stays, as invariant 4 asks. Fields the operator refuses
+    (:func:`admit`) are named in ``refused``, and such a bot is never live."""
+    bot, refused = admit(bot, defaults)
     kill = effective_kill_mode(switches, bot.metadata.namespace or "", bot.metadata.labels,
                                bot_trip=runner.bot_trip, bot_trip_reason=runner.bot_trip_reason)
     kill = fold_trip(kill, bot)
@@ -539,6 +588,10 @@ def build_bot_plan(
     runtime: RuntimeConfig | None = None
     if valid is not None:
         decision = evaluate_promotion(bot, bot_config_hash(bot, valid), now, defaults.reviewer_names)
+        if refused and decision.effective_mode == TradingMode.LIVE:
+            decision = dataclasses.replace(decision, effective_mode=TradingMode.PAPER, promoted=False,
+                                           reason="FieldRefused", gate_hash="",
+                                           message=f"running paper: {refused[0]}")
         ramp = plan_ramp(bot, decision, now)
         runtime, _ = build_runtime_config(bot, valid, kill, now, decision, ramp)
         objects.append(build_configmap(bot, runtime))
@@ -549,4 +602,4 @@ def build_bot_plan(
     if cluster:
         objects.append(build_statefulset(bot, defaults))
     return BotPlan(runtime=runtime, kill=kill, promotion=decision, ramp=ramp, objects=tuple(objects),
-                   lease=build_lease(bot), delete_statefulset=not cluster)
+                   lease=build_lease(bot), delete_statefulset=not cluster, refused=refused)

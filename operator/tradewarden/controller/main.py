@@ -151,7 +151,9 @@ async def operate(args: argparse.Namespace, reviewers: list[ReviewerConfig] | No
     voters = frozenset([r.name for r in builtin_reviewers()] + [r.name for r in reviewers or []])
     ctl = Controller(kube, OperatorDefaults(runner_image=image, manage_runner_cluster_role=manage_role,
                                             gate_key_ref=f"{ledger_namespace}/{GATE_KEY_CONFIGMAP}",
-                                            reviewer_names=voters), metrics,
+                                            reviewer_names=voters,
+                                            allowed_runner_images=tuple(getattr(args, "allowed_runner_image", [])),
+                                            allowed_api_urls=tuple(getattr(args, "allowed_api_url", []))), metrics,
                      cache=cache, scope=Scope(tuple(namespaces)), reviewers=reviewers or [], signer=signer)
     settings = build_settings(bool(getattr(args, "verbose", False)))
     kopf_registry = kopf.OperatorRegistry()

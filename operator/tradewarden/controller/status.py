@@ -183,6 +183,8 @@ def _config_valid(source: ConfigSource, plan: BotPlan) -> _Verdict:
         problem = bound_message(source.problem, MAX_MESSAGE - len(head) - len(tail))
         return _Verdict(False, "StrategyConfigInvalid", f"{head}{problem}{tail}")
     assert plan.runtime is not None
+    if plan.refused:
+        return _Verdict(False, "FieldRefused", list_problems(plan.refused))
     strategy = plan.runtime.strategy
     return _Verdict(True, "Valid", f"StrategyConfig {source.name}: {strategy.key} {strategy.version}, "
                                    f"config {short_hash(plan.config_hash)}")
