@@ -260,3 +260,29 @@ def test_a_forged_lease_of_a_runner_pod_is_reported_not_believed(cluster: Cluste
         until(operator, fired, "the lost-runner trigger to fire despite the forged renewals")
     finally:
         cluster.kubectl("delete", "killswitch", brake, lost, "--ignore-not-found", check=False)
+
+
+def test_an_edited_runner_workload_is_restored_and_reported(cluster: Cluster, operator: OperatorProcess,
+                                                            ns: str) -> None:
+    cluster.apply(strategy_config("momentum"), namespace=ns)
+    cluster.apply(trading_bot_in_cluster("worker"), namespace=ns)
+    sts = until(operator, lambda: cluster.get_json("statefulset", "worker-runner", "-n", ns), "the StatefulSet")
+    image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+    # Left alone, the operator leaves it alone: the API server's defaults are not a difference.
+    settled_rv = until(operator, lambda: (rv := cluster.get_json("statefulset", "worker-runner", "-n", ns)[
+        "metadata"]["resourceVersion"]) and (time.sleep(2) or rv == cluster.get_json(
+            "statefulset", "worker-runner", "-n", ns)["metadata"]["resourceVersion"]) and rv, "a settled StatefulSet")
+    assert settled_rv
+    grant(cluster, ns, "mallory", cluster_role="edit")
+    cluster.kubectl("set", "image", "statefulset/worker-runner", "runner=evil.example/miner:1", "-n", ns,
+                    "--as", "mallory")
+
+    def restored() -> dict[str, Any]:
+        live = cluster.get_json("statefulset", "worker-runner", "-n", ns)
+        assert live["spec"]["template"]["spec"]["containers"][0]["image"] == image
+        bot = bot_of(cluster, ns, "worker")
+        assert condition(bot, "Intact").get("reason") == "ForeignWrite"
+        return bot
+
+    bot = until(operator, restored, "the runner image restored and the edit reported")
+    assert "StatefulSet" in condition(bot, "Intact")["message"]

@@ -96,7 +96,8 @@ def test_create_builds_exactly_the_owned_objects(cluster: Cluster, operator: Ope
     assert condition(bot, "RunnerHealthy")["reason"] == "NoHeartbeat"
     assert {c["type"] for c in status["conditions"]} == {
         "Ready", "ConfigValid", "ConfigApplied", "RunnerHealthy", "ReplayVerified", "ConsensusApproved",
-        "Promoted", "KillSwitchEngaged"}
+        "Promoted", "KillSwitchEngaged", "Intact"}
+    assert condition(bot, "Intact")["status"] == "True"
 
     runtime = until(operator, lambda: runtime_of(cluster, ns, "alpha"), "the runtime ConfigMap")
     assert runtime.config_hash == status["configHash"]
@@ -126,7 +127,7 @@ def test_create_builds_exactly_the_owned_objects(cluster: Cluster, operator: Ope
     assert sts is not None
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["tradewarden", "runner", "--bot", f"{ns}/alpha", "--journal",
-                                    "/var/lib/tradewarden"]
+                                    "/var/lib/tradewarden", "--gate-key", operator.gate_key_ref]
     assert container["image"] == "tradewarden/runner:test"
     assert sts["spec"]["template"]["spec"]["serviceAccountName"] == "alpha-runner"
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"

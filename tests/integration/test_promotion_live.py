@@ -23,6 +23,7 @@ import pytest
 from support.kube import Cluster
 from support.operator import OperatorProcess, condition, strategy_config
 from support.promotion import (
+    EXPORT_BARS,
     bot_of,
     event_reasons,
     live_bot,
@@ -174,13 +175,18 @@ def test_a_bot_earns_live_on_its_own_evidence_climbs_the_ramp_and_falls_back_on_
 
 
 def test_a_critical_vote_halts_the_runner_until_a_human_resets_it(
-        cluster: Cluster, operator: OperatorProcess, server: ReviewerServer, emulator: Emulator, ns: str,
+        cluster: Cluster, operator: OperatorProcess, server: ReviewerServer, ns: str,
         tmp_path: pathlib.Path) -> None:
     server.answers[("alpha", "reckless")] = Answer("ABORT", "CRITICAL", reason="leverage hidden in the params")
     sc = strategy_config("sma", strategy="sma_cross", params={})
     sc["spec"]["timeframe"] = "1m"
     cluster.apply(sc, namespace=ns)
-    cluster.apply(live_bot("reckless", "sma", exchange=exchange(emulator)), namespace=ns)
+    # The prepared export is of the series with seed 1: its venue is an emulator of that series, past its
+    # bars (the gate checks an export's bars against the venue's before it replays them).
+    venue = Emulator(seed=1, bar_seconds=None, api_key=VENUE_KEY, secret=VENUE_SECRET, balances={"USDT": 100000})
+    venue.start()
+    venue.advance(EXPORT_BARS + 10)
+    cluster.apply(live_bot("reckless", "sma", exchange=exchange(venue)), namespace=ns)
     cluster.kubectl("annotate", "tb", "reckless", "-n", ns, "tradewarden.io/reset-trip=initial")
     runtime = wait_runtime(cluster, operator, ns, "reckless", lambda r: r.trip_reset == "initial")
     env = BotEnv(cluster, ns, "reckless", tmp_path / "reckless", operator_managed=True)
@@ -224,4 +230,5 @@ def test_a_critical_vote_halts_the_runner_until_a_human_resets_it(
         assert reason(bot, "ConsensusApproved") == "Halt"
         assert bot["status"]["effectiveMode"] == "paper"
     finally:
+        venue.stop()
         env.close()

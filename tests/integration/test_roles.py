@@ -297,6 +297,18 @@ def test_the_answers_are_the_api_servers_for_real_requests(reach: Reach) -> None
             "-p", '{"status":{"effectiveMode":"live"}}')
     refused("create", "serviceaccount", "probe", "-n", ns)
     refused("create", "token", "default", "-n", ns)
+    # The four attacks of docs/SECURITY.md, each at its first step: a forged status (above), a rewritten
+    # runtime ConfigMap (above), a forged evidence export and a forged Lease (below); becoming the runner
+    # (impersonating its ServiceAccount, minting its token) is in the tables.
+    c.kubectl("create", "configmap", "probe-evidence", "-n", ns)
+    refused("create", "configmap", "probe-evidence-2", "-n", ns)
+    refused("patch", "configmap", "probe-evidence", "-n", ns, "--type=merge",
+            "-p", '{"binaryData":{"evidence.json.gz":"AAAA"}}')
+    c.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "probe-runner"},
+        "spec": {"holderIdentity": "probe"}}))
+    refused("patch", "lease", "probe-runner", "-n", ns, "--type=merge",
+            "-p", '{"metadata":{"annotations":{"tradewarden.io/kill-acks":"{}"}}}')
     # The one who holds `edit` reads the exchange keys: inside the boundary, whatever we build.
     key = c.kubectl("get", "secret", "exchange-keys", "-n", ns, "-o", "jsonpath={.data.apiKey}", *editor).stdout
     assert key == "ay0xMjM=", key  # base64 of k-123

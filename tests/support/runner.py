@@ -38,7 +38,7 @@ from tradewarden.api.runtime import (
     runner_account_name,
 )
 from tradewarden.api.tradingbot import TradingBot
-from tradewarden.controller import builders
+from tradewarden.controller import builders, keys
 
 VENV_BIN = pathlib.Path(sys.executable).parent
 
@@ -165,6 +165,14 @@ class BotEnv:
                                                      check=False).returncode == 0,
                              timeout=60, what=f"the operator to create {runner_account_name(name)}")
             return
+        # No operator: the runtime configs the test writes are signed with the unit tests' key (the
+        # operator's own signing code), published as the operator would publish its verifying key.
+        from support.builders import TEST_SIGNER
+
+        cluster.kubectl("create", "namespace", TEST_SIGNER.namespace, check=False)
+        for obj in keys.build_public_objects(TEST_SIGNER):
+            cluster.apply(obj)
+        self.gate_key = f"{TEST_SIGNER.namespace}/{GATE_KEY_CONFIGMAP}"
         body = {"apiVersion": "tradewarden.io/v1alpha1", "kind": "TradingBot",
                 "metadata": {"name": name, "labels": labels or {}},
                 "spec": spec or {"strategyConfigRef": "unused", "exchange": {"id": "binance"}, "mode": "paper"}}

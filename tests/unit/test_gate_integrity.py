@@ -321,3 +321,17 @@ def test_credentials_go_only_to_allowed_venue_urls_and_such_a_bot_is_never_live(
     assert ok.runtime is not None
     assert ok.runtime.exchange.credentials_secret_ref is not None
     assert reads_secrets(ok)
+
+
+def test_a_raise_of_the_current_ramp_step_waits_for_the_gate_and_a_cut_applies_at_once() -> None:
+    from tradewarden.api.tradingbot import CapitalSpec, CapitalStatus
+    from tradewarden.controller.ramp import next_capital
+
+    at_step = CapitalStatus(step=0, amount=100.0, since=NOW - dt.timedelta(minutes=5))
+    raised = next_capital(at_step, True, CapitalSpec(live_steps=[100000.0, 200000.0], ramp_dwell_minutes=60),
+                          None, None, 3, NOW)
+    assert raised.capital is not None
+    assert raised.capital.amount == 100.0, "a raise written into the spec never reaches the runner by itself"
+    cut = next_capital(at_step, True, CapitalSpec(live_steps=[50.0, 500.0], ramp_dwell_minutes=60), None, None, 3, NOW)
+    assert cut.capital is not None
+    assert cut.capital.amount == 50.0

@@ -38,6 +38,18 @@ def is_subset(desired: Any, live: Any) -> bool:
     return bool(desired == live)
 
 
+def pod_core(workload: Manifest) -> dict[str, Any]:
+    """What decides what a workload's pod runs, as we set it: image, command, env, ServiceAccount and
+    security settings of each container (the API server adds defaults beside these, never over them)."""
+    pod = (((workload.get("spec") or {}).get("template") or {}).get("spec")) or {}
+    return {
+        "serviceAccountName": pod.get("serviceAccountName"),
+        "securityContext": pod.get("securityContext") or {},
+        "containers": [{key: c.get(key) for key in ("name", "image", "command", "args", "env", "securityContext")
+                        if c.get(key) is not None} for c in pod.get("containers") or []],
+    }
+
+
 def _owner_refs_present(desired: list[dict[str, Any]], live: list[dict[str, Any]]) -> bool:
     by_uid = {ref.get("uid"): ref for ref in live}
     return all(ref.get("uid") in by_uid and is_subset(ref, by_uid[ref.get("uid")]) for ref in desired)
@@ -60,7 +72,11 @@ def needs_apply(desired: Manifest, live: Manifest | None) -> bool:
     if not metadata_matches(desired, live):
         return True
     if desired["kind"] in HASHED_KINDS:
-        return bool(desired.get("spec", {}).get("replicas") != (live.get("spec") or {}).get("replicas"))
+        if desired.get("spec", {}).get("replicas") != (live.get("spec") or {}).get("replicas"):
+            return True
+        # The spec hash stands for the whole template, but someone else's edit of the template leaves the
+        # annotation alone: what decides what runs (image, command, identity, security) is compared too.
+        return not is_subset(pod_core(desired), pod_core(live))
     body_desired = {k: v for k, v in desired.items() if k not in ("metadata", "apiVersion", "kind")}
     body_live = {k: v for k, v in live.items() if k not in ("metadata", "apiVersion", "kind")}
     return not is_subset(body_desired, body_live)

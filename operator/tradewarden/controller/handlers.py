@@ -43,11 +43,21 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from tradewarden.api.conditions import set_condition
+from tradewarden.api.conditions import (
+    MAX_MESSAGE,
+    Condition,
+    ConditionStatus,
+    bound_message,
+    describe_error,
+    list_problems,
+    set_condition,
+)
 from tradewarden.api.evidence import evidence_configmap_name
 from tradewarden.api.gateoverride import CONDITION_ACTIVE, ActiveReason, GateOverride, expiry_problem
 from tradewarden.api.killswitch import KillSwitch
 from tradewarden.api.runtime import (
+    CONFIGMAP_HASH_KEY,
+    CONFIGMAP_RUNTIME_KEY,
     LABEL_BOT,
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -59,7 +69,7 @@ from tradewarden.api.runtime import (
     sha256_hex,
 )
 from tradewarden.api.strategyconfig import StrategyConfig
-from tradewarden.api.tradingbot import Placement, TradingBot
+from tradewarden.api.tradingbot import BotPhase, Placement, TradingBot, TradingMode
 from tradewarden.controller import gate
 from tradewarden.controller import kube as k
 from tradewarden.controller import ledger as ledger_
@@ -74,6 +84,7 @@ from tradewarden.controller.builders import (
     build_fleet_cluster_role,
     build_fleet_cluster_role_binding,
     keep_immutable_fields,
+    render_runtime_json,
 )
 from tradewarden.controller.cache import (
     IDX_BOTS,
@@ -99,7 +110,7 @@ from tradewarden.controller.leases import (
 from tradewarden.controller.metrics import Metrics
 from tradewarden.controller.promotion import PromotionGate
 from tradewarden.controller.reviewers import ReviewerConfig
-from tradewarden.controller.sealing import runtime_tampering, seal_runtime
+from tradewarden.controller.sealing import live_runtime, runtime_tampering, seal_runtime
 from tradewarden.controller.status import (
     ConfigSource,
     EventSpec,
@@ -245,6 +256,8 @@ class Controller:
         self._applied: dict[tuple[str, ...], str] = {}
         #: The last live-permission refusal each runner reported, so each is reported once.
         self._refusals: dict[BotKey, str] = {}
+        #: The last failure reported in each object's status, so a retry storm posts one Event.
+        self._failures_reported: dict[tuple[str, str, str], str] = {}
         self.scope = scope or Scope()
         self.defaults = defaults
         self.metrics = metrics
@@ -253,8 +266,10 @@ class Controller:
         self.indexed = asyncio.Event()
         limit = asyncio.Semaphore(concurrency)
         observe = metrics.observe_reconcile
-        self.bots: WorkQueue[BotKey] = WorkQueue("TradingBot", self.reconcile_bot, limit, observe)
-        self.configs: WorkQueue[BotKey] = WorkQueue("StrategyConfig", self.reconcile_strategyconfig, limit, observe)
+        self.bots: WorkQueue[BotKey] = WorkQueue("TradingBot", self.reconcile_bot, limit, observe,
+                                                 on_error=self.report_bot_failure)
+        self.configs: WorkQueue[BotKey] = WorkQueue("StrategyConfig", self.reconcile_strategyconfig, limit, observe,
+                                                    on_error=self.report_config_failure)
         self.switches: WorkQueue[str] = WorkQueue("KillSwitch", self.reconcile_killswitch, limit, observe)
         self.fleet: WorkQueue[str] = WorkQueue("FleetRBAC", self.reconcile_fleet, limit, observe)
         self.overrides: WorkQueue[BotKey] = WorkQueue("GateOverride", self.reconcile_gateoverride, limit, observe)
@@ -531,6 +546,79 @@ class Controller:
                                  (body or {}).get("metadata", {}).get("resourceVersion"))
         return ledger_.parse_ledger(body, bot_uid), lags
 
+    async def _reconcile_unparsed_bot(self, body: k.Manifest, exc: ValidationError) -> None:
+        """A bot whose spec the operator cannot read (the API server admitted it under a looser schema):
+        never silent, and never in the way of a safer setting.
+
+        Its status says so (``ConfigValid=False`` naming the fields, phase Invalid, the current
+        generation observed) with one Warning Event per generation; the runner keeps the last good config,
+        except that a move to a weaker mode (live -> paper -> signals) written in the same edit still
+        reaches it, signed like any other config.
+        """
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace", "")), str(meta["name"])
+        generation = int(meta.get("generation", 0))
+        problems = [": ".join(p for p in describe_error(e) if p) for e in exc.errors()]
+        logger.error("TradingBot %s/%s does not parse: %s", namespace, name, "; ".join(problems)[:500])
+        now = self.clock()
+        out = Outcome(involved=body)
+        weaker = self._weaker_mode_of_unparsed(body, namespace, name, now, out)
+        in_force = live_runtime(self.cache.owned("ConfigMap", namespace, runtime_configmap_name(name)))
+        mode = weaker or (in_force.effective_mode if in_force is not None else None)
+        tail = "; the runner keeps its last good config" + (f", in {mode.value} mode (a move to a weaker mode in "
+                                                            f"the same edit still applies)" if mode else "")
+        message = f"the spec does not parse: {list_problems(problems, MAX_MESSAGE - len(tail))}{tail}"
+        raw_status = body.get("status") or {}
+        conditions = [c for c in (_condition_or_none(raw) for raw in raw_status.get("conditions") or [])
+                      if c is not None]
+        stamp = now.replace(microsecond=0)
+        conditions = set_condition(conditions, "ConfigValid", ConditionStatus.FALSE, "SpecInvalid", message,
+                                   generation, stamp)
+        conditions = set_condition(conditions, "Ready", ConditionStatus.FALSE, "SpecInvalid", message, generation,
+                                   stamp)
+        status: dict[str, Any] = {"observedGeneration": generation, "phase": BotPhase.INVALID.value,
+                                  "conditions": [c.to_wire() for c in conditions]}
+        if weaker is not None:
+            status["effectiveMode"] = weaker.value
+        before = {key: raw_status.get(key) for key in status}
+        if canonical_json(before) != canonical_json(status):
+            self._plan_status(out, k.TRADINGBOTS, body, {"status": status},
+                              [EventSpec("Warning", "SpecInvalid", message)]
+                              if raw_status.get("observedGeneration") != generation else [])
+        await self._execute(out)
+
+    def _weaker_mode_of_unparsed(self, body: k.Manifest, namespace: str, name: str, now: dt.datetime,
+                                 out: Outcome) -> TradingMode | None:
+        """Plan the runtime config (and ledger) for a weaker mode asked for by a spec that does not parse."""
+        try:
+            wanted = TradingMode(str((body.get("spec") or {}).get("mode", "")))
+        except ValueError:
+            return None
+        live_cm = self.cache.owned("ConfigMap", namespace, runtime_configmap_name(name))
+        current = live_runtime(live_cm)
+        if current is None or MODE_RANK[wanted] >= MODE_RANK[current.effective_mode]:
+            return None
+        lowered = current.model_copy(update={
+            "requested_mode": wanted, "effective_mode": wanted, "gate_hash": "", "gate_replay_hash": "",
+            "gate_consensus_hash": "", "capital": current.capital.model_copy(update={"live_capital": 0.0})})
+        sealed = seal_runtime(lowered, live_cm, self.signer, now)
+        assert live_cm is not None
+        desired = {"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {k_: v for k_, v in (live_cm.get("metadata") or {}).items()
+                                if k_ in ("name", "namespace", "labels", "ownerReferences")},
+                   "data": {CONFIGMAP_RUNTIME_KEY: render_runtime_json(sealed), CONFIGMAP_HASH_KEY: sealed.config_hash}}
+        self._plan_apply(out, desired, live_cm)
+        uid = str((body.get("metadata") or {}).get("uid", ""))
+        ledger, _ = self._ledger(uid)
+        if ledger is not None and ledger.effective_mode != wanted:
+            moved = ledger.model_copy(update={"effective_mode": wanted, "previous": ledger_.fingerprint(ledger)})
+            self._plan_apply(out, ledger_.build_ledger_configmap(moved, self.ledger_namespace),
+                             self.cache.owned("ConfigMap", self.ledger_namespace, ledger_.ledger_name(uid)))
+            out.writes.insert(0, out.writes.pop())  # the ledger first, as always
+        logger.warning("TradingBot %s/%s: applying the move to %s mode although the spec does not parse",
+                       namespace, name, wanted.value)
+        return wanted
+
     async def reconcile_bot(self, key: BotKey) -> float | None:
         namespace, name = key
         body = self.cache.bot(namespace, name)
@@ -543,7 +631,7 @@ class Controller:
         try:
             cached = TradingBot.model_validate(body)
         except ValidationError as exc:
-            logger.error("TradingBot %s/%s does not parse; fix its spec: %s", namespace, name, exc)
+            await self._reconcile_unparsed_bot(body, exc)
             return None
         ledger, lags = self._ledger(cached.metadata.uid)
         if lags:
@@ -623,6 +711,7 @@ class Controller:
             out.events.extend(problem_events)
         await self._execute(out)
 
+        self._forget_failure("TradingBot", namespace, name)
         delay = next_bot_check(bot, plan, runner, now)
         if intact_until is not None:
             wake = max(0.5, (intact_until - now).total_seconds() + 0.5)
@@ -630,6 +719,49 @@ class Controller:
         if out.skipped:
             delay = min(delay or WRITE_MEMORY_SECONDS, WRITE_MEMORY_SECONDS) + 0.5
         return delay
+
+    # ------------------------------------------------------------------------------ failures, said in status
+
+    async def report_bot_failure(self, key: BotKey, exc: BaseException, requeue: float) -> None:
+        """A reconcile of a bot failed: ``Ready=False`` reason ReconcileFailed with what failed, and one
+        Warning Event per distinct failure, instead of retrying in silence."""
+        await self._report_failure(k.TRADINGBOTS, self.cache.bot(*key), "Ready", ConditionStatus.FALSE, exc,
+                                   requeue)
+
+    async def report_config_failure(self, key: BotKey, exc: BaseException, requeue: float) -> None:
+        """A reconcile of a StrategyConfig failed: its verdict could not be recorded (``Valid=Unknown``)."""
+        await self._report_failure(k.STRATEGYCONFIGS, self.cache.strategyconfig(*key), "Valid",
+                                   ConditionStatus.UNKNOWN, exc, requeue)
+
+    async def _report_failure(self, ref: k.ResourceRef, body: k.Manifest | None, type_: str,
+                              state: ConditionStatus, exc: BaseException, requeue: float) -> None:
+        if body is None:
+            return
+        meta = body.get("metadata") or {}
+        key = (ref.kind, str(meta.get("namespace", "")), str(meta.get("name", "")))
+        problem = failure_text(exc)
+        message = (f"the operator could not reconcile generation {meta.get('generation', 0)}: {problem}; it tries "
+                   f"again in {requeue:.0f} s")
+        if self._failures_reported.get(key) == problem:
+            return
+        self._failures_reported[key] = problem
+        conditions = [c for c in (_condition_or_none(raw) for raw in (body.get("status") or {}).get("conditions")
+                                  or []) if c is not None]
+        conditions = set_condition(conditions, type_, state, "ReconcileFailed", message,
+                                   int(meta.get("generation", 0)), self.clock().replace(microsecond=0))
+        patch = {"status": {"conditions": [c.to_wire() for c in conditions]}}
+        logger.warning("%s %s/%s: %s", ref.kind, key[1], key[2], message)
+
+        def write() -> None:
+            try:
+                self.kube.merge_patch(ref, key[1] or None, key[2], patch, subresource="status")
+            finally:
+                self.kube.post_event(body, "Warning", "ReconcileFailed", message)
+
+        await asyncio.to_thread(write)
+
+    def _forget_failure(self, kind: str, namespace: str, name: str) -> None:
+        self._failures_reported.pop((kind, namespace, name), None)
 
     # ------------------------------------------------------------------------------ promotion gate
 
@@ -746,6 +878,7 @@ class Controller:
         self._plan_status(out, k.STRATEGYCONFIGS, body, patch,
                           strategyconfig_events(sc.status, status) if patch else [])
         await self._execute(out)
+        self._forget_failure("StrategyConfig", namespace, name)
         # Bots read the StrategyConfig's *recorded* status (validSpec). When that changed since the
         # last fan-out (our own status write arrives as the next event), every user re-reconciles.
         seen = _fingerprint({"valid": sc.status.valid_spec, "conditions": [c.to_wire() for c in sc.status.conditions],
@@ -839,6 +972,24 @@ class Controller:
             self._plan_apply(out, desired, self.cache.owned(desired["kind"], None, FLEET_RBAC_NAME))
         await self._execute(out)
         return WRITE_MEMORY_SECONDS + 0.5 if out.skipped else None
+
+
+#: Weaker first: a move to a lower rank is never held up.
+MODE_RANK = {TradingMode.SIGNALS: 0, TradingMode.PAPER: 1, TradingMode.LIVE: 2}
+
+
+def failure_text(exc: BaseException) -> str:
+    """What failed, for a status message: the API server's refusal as it said it, or the error's type."""
+    if isinstance(exc, k.KubeError):
+        return bound_message(str(exc), 600)
+    return f"internal error {type(exc).__name__} (see the operator's log)"
+
+
+def _condition_or_none(raw: Any) -> Condition | None:
+    try:
+        return Condition.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:

@@ -16,8 +16,10 @@ The rules (DESIGN.md, "Live capital ramps step by step"; the commissioning plan'
   evidence was gathered *at this step*: the replay finished after ``since`` and every counted vote was
   cast after ``since``. Fresh evidence alone never skips the dwell, and the dwell alone never advances
   without fresh evidence.
-* A spec edit that shortens ``liveSteps`` clamps the step to the last one; a new amount at the same
-  step takes effect at once (it is the user's own limit).
+* A spec edit that shortens ``liveSteps`` clamps the step to the last one. A lower amount at the same
+  step takes effect at once (a stronger brake); a higher one does not: the amount in force never rises
+  without the gate (the reviewers judged the amount of the current step), so a raise waits for the next
+  step, or for the next promotion.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def next_capital(previous: CapitalStatus | None, live: bool, spec: CapitalSpec, 
         return Ramp(capital, RampChange(START, f"live at step 0 of {len(steps)}: {steps[0]:g} {currency}"),
                     dwell_ends=now + dwell)
     step = min(previous.step, len(steps) - 1)
-    current = CapitalStatus(step=step, amount=steps[step], since=previous.since, paused=spec.ramp_paused)
+    amount = min(steps[step], previous.amount) if previous.amount > 0 else steps[step]
+    current = CapitalStatus(step=step, amount=amount, since=previous.since, paused=spec.ramp_paused)
     change: RampChange | None = None
     if spec.ramp_paused != previous.paused:
         change = RampChange(PAUSE if spec.ramp_paused else RESUME,

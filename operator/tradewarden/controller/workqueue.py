@@ -44,9 +44,12 @@ class WorkQueue(Generic[K]):
     """Serialises and coalesces the reconciles of one kind, keyed by object."""
 
     def __init__(self, name: str, reconcile: Reconcile[K], concurrency: asyncio.Semaphore,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None,
+                 on_error: Callable[[K, BaseException, float], Awaitable[None]] | None = None) -> None:
         self.name = name
         self._reconcile = reconcile
+        #: Told of every failed reconcile (not of a conflict retried at once), to say so in status.
+        self._on_error = on_error
         self._concurrency = concurrency
         self._observer = observer
         self._running: set[K] = set()
@@ -97,6 +100,16 @@ class WorkQueue(Generic[K]):
         if requeue is not None:
             self.trigger_after(key, requeue)
 
+    async def _report(self, key: K, exc: BaseException, requeue: float) -> None:
+        if self._on_error is None:
+            return
+        try:
+            await self._on_error(key, exc, requeue)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the report is best effort: the retry is what matters
+            logger.exception("%s %s: could not report the failure in status", self.name, key)
+
     async def _run_once(self, key: K) -> float | None:
         started = time.monotonic()
         outcome = "success"
@@ -119,12 +132,14 @@ class WorkQueue(Generic[K]):
                 self._failures[key] = failures + 1
                 requeue = ERROR_BACKOFF[min(failures, len(ERROR_BACKOFF) - 1)]
                 logger.warning("%s %s: %s (again in %.0f s)", self.name, key, exc, requeue)
-            except Exception:
+                await self._report(key, exc, requeue)
+            except Exception as exc:
                 outcome = "error"
                 failures = self._failures.get(key, 0)
                 self._failures[key] = failures + 1
                 requeue = ERROR_BACKOFF[min(failures, len(ERROR_BACKOFF) - 1)]
                 logger.exception("%s %s: reconcile failed (again in %.0f s)", self.name, key, requeue)
+                await self._report(key, exc, requeue)
         if self._observer is not None:
             self._observer(self.name, outcome, time.monotonic() - started)
         return requeue

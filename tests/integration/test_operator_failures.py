@@ -1,0 +1,118 @@
+"""The operator never goes silent: what it cannot do, it says in status and in an Event.
+
+Against the real API server with the operator as a subprocess:
+
+* a bot the operator cannot parse (stored under a looser schema: the test relaxes the CRD for the
+  length of the test, as an older CRD version would have been) says so, and a move to a weaker mode
+  in the same edit still reaches the runner's config, signed;
+* a reconcile that fails (the API server refuses to create an owned object: a ResourceQuota) says so in
+  the bot's status and an Event, instead of retrying in silence.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from support.kube import Cluster, install_crds
+from support.operator import OperatorProcess, condition, strategy_config, trading_bot
+from support.promotion import bot_of, event_reasons, runtime_of, until, wait_runtime
+from tradewarden.api.runtime import GATE_KEY_CONFIGMAP, GateKey, signature_valid
+
+pytestmark = pytest.mark.cluster
+
+PHASE_MAXIMUM = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/promotion/properties/phase/maximum"
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+    op.delete_namespaces()
+
+
+@pytest.fixture
+def loose_schema(cluster: Cluster) -> Iterator[None]:
+    """The TradingBot CRD without the maximum of spec.promotion.phase (the model still allows at most 5)."""
+    cluster.kubectl("patch", "crd", "tradingbots.tradewarden.io", "--type=json",
+                    "-p", json.dumps([{"op": "remove", "path": PHASE_MAXIMUM}]))
+    try:
+        yield
+    finally:
+        install_crds(cluster)
+
+
+def gate_key(cluster: Cluster, op: OperatorProcess) -> GateKey:
+    return GateKey.from_data(cluster.get_json("configmap", GATE_KEY_CONFIGMAP, "-n", op.ledger_namespace)["data"])
+
+
+def test_a_bot_that_does_not_parse_says_so_and_a_weaker_mode_still_applies(
+        cluster: Cluster, operator: OperatorProcess, loose_schema: None, tmp_path: pathlib.Path) -> None:
+    ns = operator.namespace("unparsed")
+    cluster.apply(strategy_config(), namespace=ns)
+    cluster.apply(trading_bot("loose", mode="paper", placement="external"), namespace=ns)
+    first = wait_runtime(cluster, operator, ns, "loose")
+    assert first.effective_mode.value == "paper"
+    # The API server admits phase 9 now; the operator's model does not. The same edit asks for signals.
+    until(operator, lambda: cluster.kubectl("patch", "tb", "loose", "-n", ns, "--type=merge", "-p",
+                                            '{"spec":{"mode":"signals","promotion":{"phase":9}}}',
+                                            check=False).returncode == 0, "the looser schema in force")
+
+    def reported() -> dict[str, Any]:
+        bot = bot_of(cluster, ns, "loose")
+        valid = condition(bot, "ConfigValid")
+        assert (valid["status"], valid["reason"]) == ("False", "SpecInvalid"), valid
+        assert bot["status"]["observedGeneration"] == bot["metadata"]["generation"]
+        return bot
+
+    bot = until(operator, reported, "the unparsed spec reported in status")
+    message = condition(bot, "ConfigValid")["message"]
+    assert "spec.promotion.phase" in message
+    assert "in signals mode" in message
+    assert bot["status"]["phase"] == "Invalid"
+    assert "SpecInvalid" in event_reasons(cluster, ns, "loose")
+    runtime = until(operator, lambda: (r := runtime_of(cluster, ns, "loose")) and r.effective_mode.value == "signals"
+                    and r, "the weaker mode in the runner's config")
+    assert signature_valid(runtime, gate_key(cluster, operator)), "the downgrade is signed like any config"
+    assert runtime.config_hash == first.config_hash, "nothing else of the edit reached the runner"
+    # Fixed: the bot is reconciled as usual again.
+    cluster.kubectl("patch", "tb", "loose", "-n", ns, "--type=merge", "-p", '{"spec":{"promotion":{"phase":3}}}')
+    until(operator, lambda: condition(bot_of(cluster, ns, "loose"), "ConfigValid").get("reason") != "SpecInvalid",
+          "the bot reconciled again once it parses")
+    # A new bot that does not parse gets a status saying so.
+    cluster.apply(trading_bot("born-bad", placement="external", promotion={"phase": 7}), namespace=ns)
+    bot = until(operator, lambda: (b := bot_of(cluster, ns, "born-bad")) and
+                condition(b, "ConfigValid").get("reason") == "SpecInvalid" and b, "a status for the new bot")
+    assert "spec.promotion.phase" in condition(bot, "ConfigValid")["message"]
+
+
+def test_a_reconcile_that_fails_says_so_in_status(cluster: Cluster, operator: OperatorProcess) -> None:
+    ns = operator.namespace("quota")
+    cluster.apply(strategy_config(), namespace=ns)
+    # No room for the bot's ConfigMaps: the API server refuses to create them.
+    cluster.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-configmaps"},
+                   "spec": {"hard": {"count/configmaps": "1"}}}, namespace=ns)
+    cluster.apply(trading_bot("squeezed", placement="external"), namespace=ns)
+
+    def reported() -> dict[str, Any]:
+        bot = bot_of(cluster, ns, "squeezed")
+        ready = condition(bot, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "ReconcileFailed"), ready
+        return bot
+
+    bot = until(operator, reported, "the failed reconcile reported in status")
+    message = condition(bot, "Ready")["message"]
+    assert "could not reconcile generation" in message
+    assert "ConfigMap" in message or "configmaps" in message, message
+    assert "ReconcileFailed" in event_reasons(cluster, ns, "squeezed")
+    # Room again: the next retry succeeds and the status says what is true.
+    cluster.kubectl("delete", "resourcequota", "no-configmaps", "-n", ns)
+    until(operator, lambda: condition(bot_of(cluster, ns, "squeezed"), "Ready").get("reason") != "ReconcileFailed",
+          "the bot reconciled once the quota is gone", timeout=90)
+    assert runtime_of(cluster, ns, "squeezed") is not None
