@@ -11,6 +11,7 @@ Against the real API server with the operator as a subprocess:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import pathlib
 from collections.abc import Iterator
@@ -116,3 +117,25 @@ def test_a_reconcile_that_fails_says_so_in_status(cluster: Cluster, operator: Op
     until(operator, lambda: condition(bot_of(cluster, ns, "squeezed"), "Ready").get("reason") != "ReconcileFailed",
           "the bot reconciled once the quota is gone", timeout=90)
     assert runtime_of(cluster, ns, "squeezed") is not None
+
+
+def test_a_manual_lane_set_to_close_in_year_8999_closes_within_a_day(cluster: Cluster,
+                                                                      operator: OperatorProcess) -> None:
+    ns = operator.namespace("lane")
+    cluster.apply(strategy_config(), namespace=ns)
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    cluster.apply(trading_bot("forever", mode="paper", placement="external",
+                              manualLane={"enabledUntil": "8999-01-01T00:00:00Z", "intents": []}), namespace=ns)
+    runtime = wait_runtime(cluster, operator, ns, "forever", lambda r: r.manual_lane.enabled_until is not None)
+    until_ = runtime.manual_lane.enabled_until
+    assert until_ is not None
+    assert before + dt.timedelta(hours=24) <= until_ <= dt.datetime.now(dt.UTC) + dt.timedelta(hours=24)
+    bot = until(operator, lambda: (b := bot_of(cluster, ns, "forever")) and "closes at" in condition(
+        b, "ConfigValid").get("message", "") and b, "the cap said in status")
+    assert condition(bot, "ConfigValid")["status"] == "True"
+    assert "ManualLaneCapped" in event_reasons(cluster, ns, "forever")
+    # Reconciles later do not move the end: it counts from when the value was first seen.
+    cluster.kubectl("label", "tb", "forever", "-n", ns, "touched=yes")
+    until(operator, lambda: (r := runtime_of(cluster, ns, "forever")) and r.labels.get("touched") == "yes",
+          "the label in the runner's config")
+    assert runtime_of(cluster, ns, "forever").manual_lane.enabled_until == until_  # type: ignore[union-attr]

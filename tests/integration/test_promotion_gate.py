@@ -254,6 +254,31 @@ def test_a_forged_export_is_refused_and_a_future_date_blocks_nothing(cluster: Cl
           "honest evidence")
 
 
+def test_min_paper_minutes_is_rechecked_and_a_recreated_bot_starts_over(cluster: Cluster, operator: OperatorProcess,
+                                                                         ns: str, tmp_path: Any) -> None:
+    """Passing evidence and an approval do not make up for time in paper; deleting the bot and creating it
+    again with mode live (``kubectl replace --force``) skips nothing: a new uid, an empty ledger."""
+    start_bot(cluster, operator, ns, "patient", promotion={"minPaperMinutes": 600})
+    export_for(cluster, operator, ns, "patient")
+    bot = settled(cluster, operator, ns, "patient", "Passed", "Approved")
+    assert_paper(cluster, bot, "PaperTimeShort")
+    assert "minPaperMinutes=600" in condition_message(bot, "Promoted")
+    old_uid = bot["metadata"]["uid"]
+    manifest = {k: v for k, v in bot.items() if k in ("apiVersion", "kind", "spec")}
+    manifest["metadata"] = {"name": "patient", "namespace": ns}
+    path = tmp_path / "patient.json"
+    path.write_text(json.dumps(manifest))
+    cluster.kubectl("replace", "--force", "-f", str(path))
+    fresh = until(operator, lambda: (b := bot_of(cluster, ns, "patient"))["metadata"]["uid"] != old_uid and
+                  b.get("status", {}).get("configHash") and b, "the re-created bot reconciled")
+    assert reason(fresh, "ReplayVerified") == "Missing", "the evidence of the deleted bot does not carry over"
+    assert fresh["status"]["effectiveMode"] == "paper"
+    assert fresh["status"]["paperSince"] >= bot["status"]["paperSince"]
+    export_for(cluster, operator, ns, "patient")
+    again = settled(cluster, operator, ns, "patient", "Passed", "Approved")
+    assert_paper(cluster, again, "PaperTimeShort")
+
+
 def test_too_few_trades_is_insufficient(cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
     start_bot(cluster, operator, ns, "few", promotion={"minTrades": 50})
     export_for(cluster, operator, ns, "few")

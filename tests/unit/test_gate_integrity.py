@@ -335,3 +335,22 @@ def test_a_raise_of_the_current_ramp_step_waits_for_the_gate_and_a_cut_applies_a
     cut = next_capital(at_step, True, CapitalSpec(live_steps=[50.0, 500.0], ramp_dwell_minutes=60), None, None, 3, NOW)
     assert cut.capital is not None
     assert cut.capital.amount == 50.0
+
+
+def test_a_manual_lane_closes_at_most_a_day_after_it_was_set() -> None:
+    from support.controller_objects import DEFAULTS, make_bot, runner, spec, valid_config
+    from tradewarden.controller.builders import build_bot_plan
+
+    far = make_bot("b", spec(manualLane={"enabledUntil": "8999-12-31T00:00:00Z", "intents": []}))
+    set_at = NOW - dt.timedelta(hours=3)
+    plan = build_bot_plan(far, valid_config(), [], runner(), DEFAULTS, NOW, lane_since=set_at)
+    assert plan.runtime is not None
+    assert plan.runtime.manual_lane.enabled_until == set_at + dt.timedelta(hours=24)
+    assert plan.notes
+    assert "closes at" in plan.notes[0]
+    # The ledger keeps when the value was first seen: a later reconcile does not move the end.
+    held = ledger.next_ledger(far, None, TradingBotStatus(), set_at)
+    assert ledger.lane_since(far, held, NOW) == set_at.replace(microsecond=0)
+    near = make_bot("b", spec(manualLane={"enabledUntil": (NOW + dt.timedelta(hours=1)).isoformat(), "intents": []}))
+    assert build_bot_plan(near, valid_config(), [], runner(), DEFAULTS, NOW, lane_since=NOW).notes == ()
+    assert ledger.lane_since(near, held, NOW) == NOW.replace(microsecond=0), "a new value starts a new day"

@@ -139,6 +139,8 @@ class BotPlan:
     delete_statefulset: bool
     #: Spec fields the operator refused and worked around, each naming the field (:func:`admit`).
     refused: tuple[str, ...] = ()
+    #: What the operator limited without refusing it (a manual lane capped), each naming the field.
+    notes: tuple[str, ...] = ()
 
     @property
     def config_hash(self) -> str:
@@ -421,6 +423,24 @@ def _repository(image: str) -> str:
     return name[:colon] if colon > slash else name
 
 
+#: The manual lane closes at most this long after its enabledUntil was set, however far ahead it says.
+MAX_MANUAL_LANE = dt.timedelta(hours=24)
+
+
+def cap_manual_lane(bot: TradingBot, since: dt.datetime) -> tuple[TradingBot, str]:
+    """``bot`` with ``spec.manualLane.enabledUntil`` at most :data:`MAX_MANUAL_LANE` after ``since`` (when
+    the operator first saw that value), and what was capped ("" when nothing was)."""
+    until = bot.spec.manual_lane.enabled_until
+    cap = since.replace(microsecond=0) + MAX_MANUAL_LANE
+    if until is None or until <= cap:
+        return bot, ""
+    lane = bot.spec.manual_lane.model_copy(update={"enabled_until": cap})
+    stamp = cap.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return (bot.model_copy(update={"spec": bot.spec.model_copy(update={"manual_lane": lane})}),
+            f"spec.manualLane.enabledUntil is more than {int(MAX_MANUAL_LANE.total_seconds() // 3600)} hours after "
+            f"it was set: the manual lane closes at {stamp}")
+
+
 def admit(bot: TradingBot, defaults: OperatorDefaults) -> tuple[TradingBot, tuple[str, ...]]:
     """``bot`` as the operator will run it, and what of its spec it refused (each names the field).
 
@@ -575,11 +595,14 @@ def build_bot_plan(
     runner: RunnerObservation,
     defaults: OperatorDefaults,
     now: dt.datetime,
+    lane_since: dt.datetime | None = None,
 ) -> BotPlan:
     """Everything desired for ``bot``. Without a valid config there is no ConfigMap to write: the one
     already there (the last good config) stays, as invariant 4 asks. Fields the operator refuses
-    (:func:`admit`) are named in ``refused``, and such a bot is never live."""
+    (:func:`admit`) are named in ``refused``, and such a bot is never live; ``lane_since`` is when the
+    manual lane's ``enabledUntil`` was first seen (:func:`cap_manual_lane`)."""
     bot, refused = admit(bot, defaults)
+    bot, capped = cap_manual_lane(bot, lane_since or now)
     kill = effective_kill_mode(switches, bot.metadata.namespace or "", bot.metadata.labels,
                                bot_trip=runner.bot_trip, bot_trip_reason=runner.bot_trip_reason)
     kill = fold_trip(kill, bot)
@@ -602,4 +625,5 @@ def build_bot_plan(
     if cluster:
         objects.append(build_statefulset(bot, defaults))
     return BotPlan(runtime=runtime, kill=kill, promotion=decision, ramp=ramp, objects=tuple(objects),
-                   lease=build_lease(bot), delete_statefulset=not cluster, refused=refused)
+                   lease=build_lease(bot), delete_statefulset=not cluster, refused=refused,
+                   notes=(capped,) if capped else ())

@@ -646,7 +646,8 @@ class Controller:
         bot = self._with_round(key, self._with_override(ledger_.trusted(cached, ledger), now))
         source = self._config_source(bot)
         runner = self._observe(namespace, name)
-        plan = build_bot_plan(bot, source.valid, self._killswitch_models(), runner, self.defaults, now)
+        plan = build_bot_plan(bot, source.valid, self._killswitch_models(), runner, self.defaults, now,
+                              ledger_.lane_since(bot, ledger, now))
         live_runtime_cm = self.cache.owned("ConfigMap", namespace, runtime_configmap_name(name))
         if plan.runtime is not None:
             sealed = seal_runtime(plan.runtime, live_runtime_cm, self.signer, now)
@@ -700,6 +701,8 @@ class Controller:
                              self.cache.owned("ConfigMap", self.ledger_namespace,
                                               ledger_.ledger_name(bot.metadata.uid)))
         problem_events = [EventSpec("Warning", reason, message) for reason, message in problems]
+        if plan.notes and (ledger is None or ledger.manual_lane_until != bot.spec.manual_lane.enabled_until):
+            problem_events.extend(EventSpec("Warning", "ManualLaneCapped", note) for note in plan.notes)
         for reason, message in problems:
             logger.warning("TradingBot %s/%s: %s: %s", namespace, name, reason, message)
             self.metrics.count_integrity(reason)

@@ -69,6 +69,10 @@ class GateLedger(WireModel):
     #: Fingerprint of the gate fields before the last update: a status that still shows them is one whose
     #: mirror write has not happened yet (it failed, or the operator stopped in between), not a forgery.
     previous: str = ""
+    #: spec.manualLane.enabledUntil as last seen, and when it was first seen: the lane closes at most 24 h
+    #: after that, however far ahead it says (controller.builders.cap_manual_lane).
+    manual_lane_until: dt.datetime | None = None
+    manual_lane_since: dt.datetime | None = None
     problem_at: dt.datetime | None = Field(default=None, description="When the last integrity problem was found.")
     problem_reason: str = ""
     problem: str = Field(default="", max_length=1024)
@@ -138,12 +142,24 @@ def trusted(bot: TradingBot, ledger: GateLedger | None) -> TradingBot:
     return bot.model_copy(update={"status": bot.status.model_copy(update=update)})
 
 
+def lane_since(bot: TradingBot, ledger: GateLedger | None, now: dt.datetime) -> dt.datetime | None:
+    """When the bot's current ``spec.manualLane.enabledUntil`` was first seen (now, for a new value)."""
+    until = bot.spec.manual_lane.enabled_until
+    if until is None:
+        return None
+    if ledger is not None and ledger.manual_lane_until == until and ledger.manual_lane_since is not None:
+        return ledger.manual_lane_since
+    return now.replace(microsecond=0)
+
+
 def next_ledger(bot: TradingBot, old: GateLedger | None, status: TradingBotStatus, now: dt.datetime,
                 problem: tuple[str, str] | None = None) -> GateLedger:
     """The ledger after a reconcile that computed ``status``; ``problem`` is (reason, message) of an
     integrity problem found by this reconcile."""
     base = old or GateLedger(bot_uid=bot.metadata.uid, namespace=bot.metadata.namespace or "", bot=bot.metadata.name)
     update: dict[str, Any] = {name: getattr(status, name) for name in GATE_FIELDS}
+    update.update(manual_lane_until=bot.spec.manual_lane.enabled_until,
+                  manual_lane_since=lane_since(bot, old, now))
     candidate = base.model_copy(update=update)
     if gate_wire(candidate) != gate_wire(base):
         update["previous"] = fingerprint(base)

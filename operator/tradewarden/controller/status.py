@@ -186,8 +186,9 @@ def _config_valid(source: ConfigSource, plan: BotPlan) -> _Verdict:
     if plan.refused:
         return _Verdict(False, "FieldRefused", list_problems(plan.refused))
     strategy = plan.runtime.strategy
+    notes = "".join(f"; {note}" for note in plan.notes)
     return _Verdict(True, "Valid", f"StrategyConfig {source.name}: {strategy.key} {strategy.version}, "
-                                   f"config {short_hash(plan.config_hash)}")
+                                   f"config {short_hash(plan.config_hash)}{notes}")
 
 
 def _config_applied(plan: BotPlan, runner: RunnerObservation) -> _Verdict:
