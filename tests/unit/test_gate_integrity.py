@@ -354,3 +354,28 @@ def test_a_manual_lane_closes_at_most_a_day_after_it_was_set() -> None:
     near = make_bot("b", spec(manualLane={"enabledUntil": (NOW + dt.timedelta(hours=1)).isoformat(), "intents": []}))
     assert build_bot_plan(near, valid_config(), [], runner(), DEFAULTS, NOW, lane_since=NOW).notes == ()
     assert ledger.lane_since(near, held, NOW) == NOW.replace(microsecond=0), "a new value starts a new day"
+
+
+def test_the_runner_reads_the_key_again_when_a_document_names_another() -> None:
+    import pathlib
+    import tempfile
+
+    from tradewarden.runner.engine import Engine
+    from tradewarden.runner.journal import Journal
+    from tradewarden.runner.metrics import RunnerMetrics
+
+    old, new = GateSigner.generate("tw"), GateSigner.generate("tw")
+    asked: list[bool] = []
+
+    def key(refresh: bool = False) -> object:
+        asked.append(refresh)
+        return new.public if refresh else old.public
+
+    config = new.sign(make_runtime("ns", "b", mode="live", live_capital=100.0, signed=False), 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(bot_uid="u", config=make_runtime("ns", "b"), journal=Journal(pathlib.Path(tmp) / "j"),
+                        metrics=RunnerMetrics("ns", "b"), market=None,  # type: ignore[arg-type]
+                        broker_factory=lambda *a: None,  # type: ignore[arg-type,return-value]
+                        gate_key=key)  # type: ignore[arg-type]
+        assert engine._allowed_mode(config) == TradingMode.LIVE
+    assert asked[-1] is True

@@ -58,7 +58,7 @@ def make_engine(tmp_path: pathlib.Path, cfg: RuntimeConfig, market: Market, cloc
 
     return Engine(bot_uid="uid-1", config=cfg, journal=journal or Journal(tmp_path / "j.sqlite"),
                   metrics=RunnerMetrics(cfg.namespace, cfg.bot), market=market, broker_factory=factory,
-                  clock=clock or Clock(), gate_key=lambda: TEST_SIGNER.public)
+                  clock=clock or Clock(), gate_key=lambda refresh=False: TEST_SIGNER.public)
 
 
 def run_bars(engine: Engine, market: Market, n: int) -> None:

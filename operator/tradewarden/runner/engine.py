@@ -96,7 +96,7 @@ class Engine:
                  market: MarketData, broker_factory: BrokerFactory,
                  clock: Callable[[], float] = time.time,
                  on_kill_change: Callable[[], None] | None = None,
-                 gate_key: Callable[[], GateKey | None] = lambda: None) -> None:
+                 gate_key: Callable[..., GateKey | None] = lambda refresh=False: None) -> None:
         self.bot_uid = bot_uid
         #: The operator's verifying key (read from the operator's namespace), or None when unavailable.
         self.gate_key = gate_key
@@ -240,6 +240,8 @@ class Engine:
         # The key is read only when a document is signed or asks for live: a paper bot without an operator
         # (tests, a laptop) never needs it.
         key = self.gate_key() if (config.signature or mode == TradingMode.LIVE) else None
+        if key is not None and config.signature and config.key_id != key.key_id:
+            key = self.gate_key(refresh=True)  # the operator may have a new key since it was read
         newest = int(self.journal.get(JOURNAL_NEWEST_SIGNED) or 0)
         refusal = live_refusal(config, key, namespace=config.namespace, bot=config.bot, bot_uid="",
                                newest_issued_at=newest)

@@ -315,8 +315,10 @@ class GateKeySource:
         self._tried = -1e9
         self.problem = ""
 
-    def get(self) -> GateKey | None:
-        if self._key is not None or self.clock() - self._tried < 10.0:
+    def get(self, refresh: bool = False) -> GateKey | None:
+        """The key; with ``refresh`` (a signed document did not verify: the operator may have a new key),
+        read again, at most every 10 s."""
+        if (self._key is not None and not refresh) or self.clock() - self._tried < 10.0:
             return self._key
         self._tried = self.clock()
         if not self.namespace or not self.name:
