@@ -612,9 +612,11 @@ class Controller:
         ledger, _ = self._ledger(uid)
         if ledger is not None and ledger.effective_mode != wanted:
             moved = ledger.model_copy(update={"effective_mode": wanted, "previous": ledger_.fingerprint(ledger)})
+            planned = len(out.writes)
             self._plan_apply(out, ledger_.build_ledger_configmap(moved, self.ledger_namespace),
                              self.cache.owned("ConfigMap", self.ledger_namespace, ledger_.ledger_name(uid)))
-            out.writes.insert(0, out.writes.pop())  # the ledger first, as always
+            if len(out.writes) > planned:
+                out.writes.insert(0, out.writes.pop())  # the ledger first, as always
         logger.warning("TradingBot %s/%s: applying the move to %s mode although the spec does not parse",
                        namespace, name, wanted.value)
         return wanted
@@ -696,10 +698,14 @@ class Controller:
             status.conditions, "Intact", intact, intact_reason, intact_message, bot.metadata.generation,
             now.replace(microsecond=0))})
         if new_ledger != ledger:
-            # The ledger first: the status never shows gate state that the ledger does not hold.
+            # The ledger before anything else: neither the runner's config nor the status ever shows gate
+            # state that the ledger does not hold (a crash in between leaves the safer side).
+            planned = len(out.writes)
             self._plan_apply(out, ledger_.build_ledger_configmap(new_ledger, self.ledger_namespace),
                              self.cache.owned("ConfigMap", self.ledger_namespace,
                                               ledger_.ledger_name(bot.metadata.uid)))
+            if len(out.writes) > planned:
+                out.writes.insert(0, out.writes.pop())
         problem_events = [EventSpec("Warning", reason, message) for reason, message in problems]
         if plan.notes and (ledger is None or ledger.manual_lane_until != bot.spec.manual_lane.enabled_until):
             problem_events.extend(EventSpec("Warning", "ManualLaneCapped", note) for note in plan.notes)
