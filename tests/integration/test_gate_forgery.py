@@ -286,3 +286,38 @@ def test_an_edited_runner_workload_is_restored_and_reported(cluster: Cluster, op
 
     bot = until(operator, restored, "the runner image restored and the edit reported")
     assert "StatefulSet" in condition(bot, "Intact")["message"]
+
+
+def test_a_bot_author_cannot_reach_the_keys_through_the_runner_image_or_the_venue_url(
+        cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
+    """A bot author may write bots, and so a bot's runner image and venue URL: the operator decides
+    both (an image of the author's would run with the runner's ServiceAccount, which reads the keys; a
+    venue URL of the author's would receive them)."""
+    grant(cluster, ns, "author", rules=[{"apiGroups": ["tradewarden.io"], "resources": ["tradingbots",
+                                                                                       "strategyconfigs"],
+                                         "verbs": ["get", "list", "create", "patch", "update"]}])
+    cluster.apply(strategy_config("momentum"), namespace=ns)
+    bot = trading_bot("greedy", placement="cluster", mode="paper", runner={"image": "evil.example/miner:1"},
+                      exchange={"id": "binance", "apiUrl": "https://collector.example/api",
+                                "credentialsSecretRef": {"name": "venue-keys"}})
+    bot["metadata"]["namespace"] = ns
+    proc = cluster.kubectl("apply", "-f", "-", "--as", "author", input=json.dumps(bot), check=False)
+    assert proc.returncode == 0, proc.stderr
+
+    def refused() -> dict[str, Any]:
+        found = bot_of(cluster, ns, "greedy")
+        valid = condition(found, "ConfigValid")
+        assert (valid["status"], valid["reason"]) == ("False", "FieldRefused"), valid
+        return found
+
+    found = until(operator, refused, "the refused fields in status")
+    message = condition(found, "ConfigValid")["message"]
+    assert "spec.runner.image" in message
+    assert "spec.exchange.apiUrl" in message
+    sts = until(operator, lambda: cluster.get_json("statefulset", "greedy-runner", "-n", ns), "the StatefulSet")
+    assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "tradewarden/runner:test"
+    role = cluster.get_json("role", "greedy-runner", "-n", ns)
+    assert not any("secrets" in rule["resources"] for rule in role["rules"]), "the runner may read no keys"
+    runtime = runtime_of(cluster, ns, "greedy")
+    assert runtime is not None
+    assert runtime.exchange.credentials_secret_ref is None

@@ -220,6 +220,12 @@ def test_a_forged_export_is_refused_and_a_future_date_blocks_nothing(cluster: Cl
     made with the runner's own model so that the replay agrees, the bot's config hash, and a date 12 h
     ahead. The gate checks the bars against the venue itself and refuses exports dated in the future."""
     start_bot(cluster, operator, ns, "forger")
+    # The forger holds the stock edit role in the namespace (inside the trust boundary: it can write the
+    # evidence ConfigMap, but it cannot make the venue's market data say what it wants).
+    cluster.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "forger"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "forger"}]},
+                  namespace=ns)
     runtime = runtime_of(cluster, ns, "forger")
     assert runtime is not None
     honest = prepared_export(runtime)
@@ -230,13 +236,14 @@ def test_a_forged_export_is_refused_and_a_future_date_blocks_nothing(cluster: Cl
     assert forged.fills
     # 1. Dated 12 h ahead: refused before anything else, and recorded no later than now.
     ahead = int(time.time() * 1000) + 12 * 3600 * 1000
-    write_export(cluster, ns, "forger", forged.model_copy(update={"exported_at": ahead}))
+    write_export(cluster, ns, "forger", forged.model_copy(update={"exported_at": ahead}), user="forger")
     bot = settled(cluster, operator, ns, "forger", "Failed", "Missing")
     assert "in the future; refused" in bot["status"]["replay"]["message"]
     assert bot["status"]["replay"]["exportedAt"] < dt.datetime.fromtimestamp(ahead / 1000, dt.UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
     # 2. Dated now: its bars are not the venue's.
-    write_export(cluster, ns, "forger", forged.model_copy(update={"exported_at": int(time.time() * 1000)}))
+    write_export(cluster, ns, "forger", forged.model_copy(update={"exported_at": int(time.time() * 1000)}),
+                 user="forger")
 
     def refused() -> dict[str, Any]:
         bot = bot_of(cluster, ns, "forger")

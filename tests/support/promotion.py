@@ -119,16 +119,17 @@ def tampered(export: EvidenceExport) -> EvidenceExport:
                                                for f in export.fills]})
 
 
-def runner_client(cluster: Cluster, ns: str, bot: str) -> Kube:
+def runner_client(cluster: Cluster, ns: str, bot: str, user: str | None = None) -> Kube:
     kube = Kube.from_environment(kubeconfig=cluster.kubeconfig)
     kube._api.user_agent = "tradewarden-test-runner/0"
-    kube._api.set_default_header("Impersonate-User", f"system:serviceaccount:{ns}:{bot}-runner")
+    kube._api.set_default_header("Impersonate-User", user or f"system:serviceaccount:{ns}:{bot}-runner")
     return kube
 
 
-def write_export(cluster: Cluster, ns: str, bot: str, export: EvidenceExport) -> None:
-    """As the runner does it, with the runner's identity: get + update of the evidence ConfigMap."""
-    kube = runner_client(cluster, ns, bot)
+def write_export(cluster: Cluster, ns: str, bot: str, export: EvidenceExport, user: str | None = None) -> None:
+    """As the runner does it, with the runner's identity (or ``user``'s): get + update of the evidence
+    ConfigMap."""
+    kube = runner_client(cluster, ns, bot, user)
     name = evidence_configmap_name(bot)
     cm = kube.get(CONFIGMAPS, ns, name)
     assert cm is not None, f"the operator did not create ConfigMap {ns}/{name}"
