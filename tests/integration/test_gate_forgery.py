@@ -321,3 +321,24 @@ def test_a_bot_author_cannot_reach_the_keys_through_the_runner_image_or_the_venu
     runtime = runtime_of(cluster, ns, "greedy")
     assert runtime is not None
     assert runtime.exchange.credentials_secret_ref is None
+
+
+def test_an_immutable_evidence_configmap_is_replaced_so_exports_keep_flowing(
+        cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
+    cluster.apply(strategy_config("momentum"), namespace=ns)
+    cluster.apply(trading_bot("frozen", placement="external", mode="paper"), namespace=ns)
+    until(operator, lambda: cluster.get_json("configmap", "frozen-evidence", "-n", ns), "the evidence ConfigMap")
+    grant(cluster, ns, "mallory", cluster_role="edit")
+    cluster.kubectl("patch", "configmap", "frozen-evidence", "-n", ns, "--type=merge", "-p", '{"immutable":true}',
+                    "--as", "mallory")
+
+    def replaced() -> dict[str, Any]:
+        live = cluster.get_json("configmap", "frozen-evidence", "-n", ns)
+        assert not live.get("immutable"), "still immutable: the runner could never export again"
+        bot = bot_of(cluster, ns, "frozen")
+        assert condition(bot, "Intact").get("reason") == "ForeignWrite"
+        return bot
+
+    bot = until(operator, replaced, "the immutable evidence ConfigMap replaced and reported")
+    assert "frozen-evidence was made immutable" in condition(bot, "Intact")["message"]
+    assert "ForeignWrite" in event_reasons(cluster, ns, "frozen")
