@@ -34,15 +34,6 @@ VENUE_SECRET = "VENUESECRET" + uuid.uuid4().hex[:16]
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
-    op.start()
-    yield op
-    op.stop()
-    op.delete_namespaces()
-
-
-@pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
     emu = Emulator(seed=7, bar_seconds=None, api_key=VENUE_KEY, secret=VENUE_SECRET, balances={"USDT": 100000})
     emu.start()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,15 +28,6 @@ LIMIT = 1024
 SC, TB, KS = "strategyconfigs.tradewarden.io", "tradingbots.tradewarden.io", "killswitches.tradewarden.io"
 SECRET = "sk-live-9f8A7b6C5d4E3f2G1h0JkLmN"
 GOOD = {"fast": 10, "slow": 30}
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
-    op.start()
-    yield op
-    op.stop()
-    op.delete_namespaces()
 
 
 @pytest.fixture

@@ -29,15 +29,6 @@ pytestmark = pytest.mark.cluster
 PHASE_MAXIMUM = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/promotion/properties/phase/maximum"
 
 
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
-    op.start()
-    yield op
-    op.stop()
-    op.delete_namespaces()
-
-
 @pytest.fixture
 def loose_schema(cluster: Cluster) -> Iterator[None]:
     """The TradingBot CRD without the maximum of spec.promotion.phase (the model still allows at most 5)."""

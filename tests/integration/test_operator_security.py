@@ -12,7 +12,6 @@ import copy
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,15 +21,6 @@ from support.kube import Cluster
 from support.operator import OperatorProcess, strategy_config, trading_bot
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
-    op.start()
-    yield op
-    op.stop()
-    op.delete_namespaces()
 
 
 def wait_json(cluster: Cluster, op: OperatorProcess, *args: str, timeout: float = 30.0) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from tradewarden.api.tradingbot import (
     TradingBotStatus,
     TradingMode,
 )
+from tradewarden.controller.status import normalize_json
 
 LEDGER_DATA = "gate.json"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -82,21 +83,11 @@ def ledger_name(bot_uid: str) -> str:
     return f"gate-{bot_uid}"
 
 
-def _normalize(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _normalize(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalize(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def gate_wire(source: TradingBotStatus | GateLedger) -> dict[str, Any]:
     """The gate fields of a status or a ledger, on the wire as the API server returns them (both models
     name them alike, so their wire names agree)."""
     wire = source.model_dump(mode="json", by_alias=True, exclude_none=True, include=set(GATE_FIELDS))
-    normalized: dict[str, Any] = _normalize(wire)
+    normalized: dict[str, Any] = normalize_json(wire)
     return normalized
 
 
