@@ -59,7 +59,7 @@ def test_a_bot_that_does_not_parse_says_so_and_a_weaker_mode_still_applies(
     def reported() -> dict[str, Any]:
         bot = bot_of(cluster, ns, "loose")
         valid = condition(bot, "ConfigValid")
-        assert (valid["status"], valid["reason"]) == ("False", "SpecInvalid"), valid
+        assert (valid.get("status"), valid.get("reason")) == ("False", "SpecInvalid"), valid
         assert bot["status"]["observedGeneration"] == bot["metadata"]["generation"]
         return bot
 
@@ -95,7 +95,7 @@ def test_a_reconcile_that_fails_says_so_in_status(cluster: Cluster, operator: Op
     def reported() -> dict[str, Any]:
         bot = bot_of(cluster, ns, "squeezed")
         ready = condition(bot, "Ready")
-        assert (ready["status"], ready["reason"]) == ("False", "ReconcileFailed"), ready
+        assert (ready.get("status"), ready.get("reason")) == ("False", "ReconcileFailed"), ready
         return bot
 
     bot = until(operator, reported, "the failed reconcile reported in status")
