@@ -333,3 +333,39 @@ def test_an_immutable_evidence_configmap_is_replaced_so_exports_keep_flowing(
     bot = until(operator, replaced, "the immutable evidence ConfigMap replaced and reported")
     assert "frozen-evidence was made immutable" in condition(bot, "Intact")["message"]
     assert "ForeignWrite" in event_reasons(cluster, ns, "frozen")
+
+
+def test_a_forged_fleet_peak_in_a_switch_status_does_not_blind_its_trigger(
+        cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
+    """The fleetDrawdownPct trigger measures from a peak the operator keeps in its ledger: a status writer
+    who resets the peak in the KillSwitch's status (its mirror) does not keep the trigger from firing."""
+    cluster.apply(strategy_config("momentum"), namespace=ns)
+    names = ("f1", "f2")
+    for n in names:
+        cluster.apply(trading_bot(n, placement="external"), namespace=ns)
+    cluster.wait_for(lambda: all(cluster.kubectl("get", "lease", f"{n}-runner", "-n", ns, check=False).returncode
+                                 == 0 for n in names), timeout=60, what="the Leases")
+    switch = f"{ns}-fleet"[:63]
+    cluster.apply(kill_switch(switch, "off", [ns], trigger={"fleetDrawdownPct": 10, "mode": "close_only"}))
+    try:
+        runners = {n: RunnerStandIn(cluster, ns, n) for n in names}
+
+        def peaked() -> bool:
+            for r in runners.values():
+                r.renew(equity=10000.0)
+            return (cluster.get_json("killswitch", switch).get("status") or {}).get("fleetEquityPeak") == 20000
+        until(operator, peaked, "the fleet's peak recorded")
+        forged = json.dumps({"status": {"fleetEquityPeak": 16000, "matchedBots": [f"{ns}/{n}" for n in names]}})
+
+        def fired() -> bool:
+            # The fleet loses 20 %, and the forger keeps the mirror's peak at the new equity at once.
+            for r in runners.values():
+                r.renew(equity=8000.0)
+            cluster.kubectl("patch", "killswitch", switch, "--subresource=status", "--type=merge", "-p", forged)
+            time.sleep(0.3)
+            return cluster.get_json("killswitch", switch)["spec"]["mode"] == "close_only"
+
+        until(operator, fired, "the drawdown trigger to fire despite the forged peak")
+        assert "fleetDrawdownPct" in cluster.get_json("killswitch", switch)["status"]["triggeredBy"]
+    finally:
+        cluster.kubectl("delete", "killswitch", switch, "--ignore-not-found", check=False)

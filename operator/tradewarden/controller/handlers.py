@@ -927,10 +927,26 @@ class Controller:
             # the business of an operator that sees them all. Two namespaced operators would otherwise
             # take turns writing two different truths into one status.
             return None
+        uid = ks.metadata.uid
+        led_name = ledger_.switch_ledger_name(uid)
+        led_body = self.cache.owned("ConfigMap", self.ledger_namespace, led_name)
+        if self._memory.lags(("ConfigMap", self.ledger_namespace, led_name),
+                             (led_body or {}).get("metadata", {}).get("resourceVersion")):
+            return 0.2
+        held = ledger_.parse_switch_ledger(led_body, uid)
+        # The trigger's memory comes from the ledger, never from the status (a mirror anyone with
+        # killswitches/status may write).
+        trusted = ks.model_copy(update={"status": ks.status.model_copy(update={
+            "fleet_equity_peak": held.fleet_equity_peak if held else None,
+            "matched_bots": list(held.matched_bots) if held else []})})
         now = self.clock()
         fleet = self._fleet()
-        plan = compute_killswitch(ks, fleet, now)
+        plan = compute_killswitch(trusted, fleet, now)
         out = Outcome(involved=body)
+        wanted = ledger_.SwitchLedger(switch_uid=uid, name=name, fleet_equity_peak=plan.status.fleet_equity_peak,
+                                      matched_bots=list(plan.status.matched_bots))
+        if wanted != held and uid:
+            self._plan_apply(out, ledger_.build_switch_ledger_configmap(wanted, self.ledger_namespace), led_body)
         patch = killswitch_status_patch(ks.status, plan.status)
         self._plan_status(out, k.KILLSWITCHES, body, patch,
                           killswitch_events(ks.status, plan.status, ks.spec.mode) if patch else [])

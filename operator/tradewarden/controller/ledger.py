@@ -182,3 +182,43 @@ def build_ledger_configmap(ledger: GateLedger, namespace: str) -> dict[str, Any]
         },
         "data": {LEDGER_DATA: json.dumps(ledger.to_wire(), sort_keys=True, indent=1) + "\n"},
     }
+
+
+class SwitchLedger(WireModel):
+    """A KillSwitch's trigger state, as only the operator writes it: the fleet's equity peak that the
+    ``fleetDrawdownPct`` trigger measures from, and the fleet it was measured over. In status they are a
+    mirror: a status writer who reset the peak would otherwise keep the trigger from ever firing."""
+
+    switch_uid: str
+    name: str
+    fleet_equity_peak: float | None = None
+    matched_bots: list[str] = Field(default_factory=list)
+
+
+def switch_ledger_name(switch_uid: str) -> str:
+    return f"switch-{switch_uid}"
+
+
+def parse_switch_ledger(configmap: dict[str, Any] | None, switch_uid: str) -> SwitchLedger | None:
+    text = ((configmap or {}).get("data") or {}).get(LEDGER_DATA)
+    if not text:
+        return None
+    try:
+        found = SwitchLedger.model_validate_json(text)
+    except (ValidationError, ValueError):
+        return None
+    return found if found.switch_uid == switch_uid else None
+
+
+def build_switch_ledger_configmap(ledger: SwitchLedger, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": switch_ledger_name(ledger.switch_uid),
+            "namespace": namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_LEDGER},
+            "annotations": {ANN_LEDGER_OF: f"KillSwitch/{ledger.name}"},
+        },
+        "data": {LEDGER_DATA: json.dumps(ledger.to_wire(), sort_keys=True, indent=1) + "\n"},
+    }
