@@ -369,3 +369,42 @@ def test_a_forged_fleet_peak_in_a_switch_status_does_not_blind_its_trigger(
         assert "fleetDrawdownPct" in cluster.get_json("killswitch", switch)["status"]["triggeredBy"]
     finally:
         cluster.kubectl("delete", "killswitch", switch, "--ignore-not-found", check=False)
+
+
+def test_a_forged_valid_spec_never_reaches_a_runner(cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
+    """Bots run the spec the operator validated, kept in its ledger: a StrategyConfig status written by
+    hand (say, params the strategy's validation refuses) is restored and reported."""
+    cluster.apply(strategy_config("momentum", params={"fast": 10, "slow": 30}), namespace=ns)
+    cluster.apply(trading_bot("honest", placement="external", mode="paper"), namespace=ns)
+    first = wait_runtime(cluster, operator, ns, "honest")
+    spec = cluster.get_json("strategyconfig.tradewarden.io", "momentum", "-n", ns)["spec"]
+    forged = dict(spec, params={"fast": 50, "slow": 5})  # fast >= slow: never valid
+    cluster.kubectl("patch", "strategyconfig.tradewarden.io", "momentum", "-n", ns, "--subresource=status",
+                    "--type=merge", "-p", json.dumps({"status": {"validSpec": forged}}))
+
+    def restored() -> dict[str, Any]:
+        sc = cluster.get_json("strategyconfig.tradewarden.io", "momentum", "-n", ns)
+        assert sc["status"]["validSpec"]["params"]["fast"] == 10, sc["status"]["validSpec"]
+        reasons = cluster.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=momentum",
+                                  "-o", "jsonpath={.items[*].reason}").stdout
+        assert "StatusTampered" in reasons
+        return sc
+
+    until(operator, restored, "the forged validSpec restored and reported")
+    time.sleep(1)
+    runtime = runtime_of(cluster, ns, "honest")
+    assert runtime is not None
+    assert runtime.config_hash == first.config_hash, "the forged spec reached the runner's config"
+    assert runtime.strategy.params["fast"] == 10
+
+
+def test_a_deleted_bot_leaves_no_ledger_behind(cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
+    cluster.apply(strategy_config("momentum"), namespace=ns)
+    cluster.apply(trading_bot("passing", placement="external", mode="paper"), namespace=ns)
+    wait_runtime(cluster, operator, ns, "passing")
+    uid = bot_of(cluster, ns, "passing")["metadata"]["uid"]
+    where = ("configmap", f"gate-{uid}", "-n", operator.ledger_namespace)
+    until(operator, lambda: cluster.kubectl("get", *where, check=False).returncode == 0, "the bot's ledger")
+    cluster.kubectl("delete", "tb", "passing", "-n", ns)
+    until(operator, lambda: cluster.kubectl("get", *where, check=False).returncode != 0,
+          "the ledger of the deleted bot removed")

@@ -144,5 +144,10 @@ class Cache:
         """The runner Lease of ``bot`` (found by its ``tradewarden.io/bot`` label)."""
         return self._one(IDX_LEASES, (namespace, bot))
 
+    def owned_all(self, kind: str, namespace: str | None) -> list[Manifest]:
+        """Every owned object of ``kind`` in ``namespace`` (cluster-scoped ones: None)."""
+        return [o for o in self._all(IDX_OWNED[kind]) if ((o.get("metadata") or {}).get("namespace") or None)
+                == namespace]
+
     def owned(self, kind: str, namespace: str | None, name: str) -> Manifest | None:
         return self._one(IDX_OWNED[kind], (namespace or "", name))

@@ -68,7 +68,7 @@ from tradewarden.api.runtime import (
     runtime_configmap_name,
     sha256_hex,
 )
-from tradewarden.api.strategyconfig import StrategyConfig
+from tradewarden.api.strategyconfig import StrategyConfig, StrategyConfigStatus
 from tradewarden.api.tradingbot import BotPhase, Placement, TradingBot, TradingMode
 from tradewarden.controller import gate
 from tradewarden.controller import kube as k
@@ -256,6 +256,8 @@ class Controller:
         self._applied: dict[tuple[str, ...], str] = {}
         #: The last live-permission refusal each runner reported, so each is reported once.
         self._refusals: dict[BotKey, str] = {}
+        #: The StrategyConfig verdicts this operator wrote, by config uid (newer than the cache may be).
+        self._config_ledgers: dict[str, ledger_.ConfigLedger] = {}
         #: The last failure reported in each object's status, so a retry storm posts one Event.
         self._failures_reported: dict[tuple[str, str, str], str] = {}
         self.scope = scope or Scope()
@@ -508,11 +510,24 @@ class Controller:
         sc: StrategyConfig | None = None
         if sc_body is not None:
             try:
-                sc = StrategyConfig.model_validate(sc_body)
+                sc = self._trusted_config(StrategyConfig.model_validate(sc_body))
             except ValidationError as exc:
                 # Treated as missing: the bot says so, and its runner keeps the last good ConfigMap.
                 logger.error("StrategyConfig %s/%s does not parse; fix its spec: %s", namespace, ref, exc)
         return config_source(namespace, ref, sc)
+
+    def _config_ledger(self, uid: str) -> ledger_.ConfigLedger | None:
+        """The newest of our last write (memory) and the cache: bots must never read an older verdict."""
+        mine = self._config_ledgers.get(uid)
+        if mine is not None:
+            return mine
+        return ledger_.parse_config_ledger(
+            self.cache.owned("ConfigMap", self.ledger_namespace, ledger_.config_ledger_name(uid)), uid)
+
+    def _trusted_config(self, sc: StrategyConfig) -> StrategyConfig:
+        """``sc`` with its status replaced by the operator's own verdict (empty before the first one)."""
+        held = self._config_ledger(sc.metadata.uid)
+        return sc.model_copy(update={"status": held.status if held is not None else StrategyConfigStatus()})
 
     def _with_round(self, key: BotKey, bot: TradingBot) -> TradingBot:
         """``bot`` with the gate's round that the cache does not show yet recorded in its status."""
@@ -881,17 +896,36 @@ class Controller:
         except ValidationError as exc:
             logger.error("StrategyConfig %s/%s does not parse; fix its spec: %s", namespace, name, exc)
             return None
-        status = compute_strategyconfig_status(sc, users, self.clock())
+        held = self._config_ledger(sc.metadata.uid)
+        trusted = self._trusted_config(sc)
+        status = compute_strategyconfig_status(trusted, users, self.clock())
         out = Outcome(involved=body)
+        events: list[EventSpec] = []
+        if held is not None and ledger_.config_fields(sc.status) != ledger_.config_fields(held.status):
+            message = ("status fields validSpec, strategy or configHash were written by someone other than the "
+                       "operator; bots run the spec the operator validated, and the status is restored")
+            logger.warning("StrategyConfig %s/%s: StatusTampered: %s", namespace, name, message)
+            self.metrics.count_integrity("StatusTampered")
+            events.append(EventSpec("Warning", "StatusTampered", message))
+        wanted = ledger_.ConfigLedger(config_uid=sc.metadata.uid, namespace=namespace, name=name, status=status)
+        if wanted != held and sc.metadata.uid:
+            led_name = ledger_.config_ledger_name(sc.metadata.uid)
+            self._plan_apply(out, ledger_.build_config_ledger_configmap(wanted, self.ledger_namespace),
+                             self.cache.owned("ConfigMap", self.ledger_namespace, led_name))
         patch = strategyconfig_status_patch(sc.status, status)
         self._plan_status(out, k.STRATEGYCONFIGS, body, patch,
-                          strategyconfig_events(sc.status, status) if patch else [])
+                          [*strategyconfig_events(sc.status, status), *events] if patch else events)
+        if events and not patch:
+            out.events.extend(events)
         await self._execute(out)
+        if wanted != held and sc.metadata.uid:
+            self._config_ledgers[sc.metadata.uid] = wanted
         self._forget_failure("StrategyConfig", namespace, name)
-        # Bots read the StrategyConfig's *recorded* status (validSpec). When that changed since the
-        # last fan-out (our own status write arrives as the next event), every user re-reconciles.
-        seen = _fingerprint({"valid": sc.status.valid_spec, "conditions": [c.to_wire() for c in sc.status.conditions],
-                             "strategy": sc.status.strategy.to_wire() if sc.status.strategy else None})
+        # Bots read the operator's verdict (the ledger). When it changed since the last fan-out, every
+        # user re-reconciles.
+        seen = _fingerprint({"valid": status.valid_spec, "conditions": [c.to_wire() for c in status.conditions
+                                                                          if c.type == "Valid"],
+                             "strategy": status.strategy.to_wire() if status.strategy else None})
         if self._sc_fanout.get(key) != seen:
             self._sc_fanout[key] = seen
             for bot in users:
@@ -995,8 +1029,25 @@ class Controller:
             wanted.insert(0, build_fleet_cluster_role())
         for desired in wanted:
             self._plan_apply(out, desired, self.cache.owned(desired["kind"], None, FLEET_RBAC_NAME))
+        self._plan_ledger_cleanup(out)
         await self._execute(out)
         return WRITE_MEMORY_SECONDS + 0.5 if out.skipped else None
+
+    def _plan_ledger_cleanup(self, out: Outcome) -> None:
+        """Delete the ledgers of bots, StrategyConfigs and KillSwitches that are gone (a namespaced object
+        cannot own one in another namespace, so no garbage collector does it)."""
+        alive = {str((o.get("metadata") or {}).get("uid", "")) for o in
+                 (*self.cache.bots(), *self.cache.strategyconfigs(), *self.cache.killswitches())}
+        for body in self.cache.owned_all("ConfigMap", self.ledger_namespace):
+            meta = body.get("metadata") or {}
+            if (meta.get("labels") or {}).get(ledger_.LABEL_COMPONENT) != ledger_.COMPONENT_LEDGER:
+                continue
+            uid = str(meta.get("name", "")).partition("-")[2]
+            if uid and uid not in alive:
+                self._config_ledgers.pop(uid, None)
+                out.writes.append(Write("delete", ("ConfigMap", self.ledger_namespace, str(meta["name"])), "",
+                                        ref=k.CONFIGMAPS, namespace=self.ledger_namespace, name=str(meta["name"]),
+                                        uid=meta.get("uid")))
 
 
 #: Weaker first: a move to a lower rank is never held up.

@@ -33,6 +33,7 @@ from pydantic import Field, ValidationError
 
 from tradewarden.api.base import WireModel
 from tradewarden.api.runtime import LABEL_MANAGED_BY, MANAGED_BY, canonical_json, sha256_hex
+from tradewarden.api.strategyconfig import StrategyConfigStatus
 from tradewarden.api.tradingbot import (
     CapitalStatus,
     ConsensusStatus,
@@ -219,6 +220,56 @@ def build_switch_ledger_configmap(ledger: SwitchLedger, namespace: str) -> dict[
             "namespace": namespace,
             "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_LEDGER},
             "annotations": {ANN_LEDGER_OF: f"KillSwitch/{ledger.name}"},
+        },
+        "data": {LEDGER_DATA: json.dumps(ledger.to_wire(), sort_keys=True, indent=1) + "\n"},
+    }
+
+
+class ConfigLedger(WireModel):
+    """A StrategyConfig's verdict as only the operator writes it: the last spec it validated, the strategy
+    it names, and the Valid condition. Bots run ``validSpec``; in status it is a mirror (a status writer
+    would otherwise hand a bot's runner a spec nobody validated)."""
+
+    config_uid: str
+    namespace: str
+    name: str
+    status: StrategyConfigStatus = Field(default_factory=StrategyConfigStatus)
+
+
+#: The StrategyConfig status fields that reach runners.
+CONFIG_FIELDS: tuple[str, ...] = ("valid_spec", "strategy", "config_hash")
+
+
+def config_ledger_name(config_uid: str) -> str:
+    return f"strategy-{config_uid}"
+
+
+def parse_config_ledger(configmap: dict[str, Any] | None, config_uid: str) -> ConfigLedger | None:
+    text = ((configmap or {}).get("data") or {}).get(LEDGER_DATA)
+    if not text:
+        return None
+    try:
+        found = ConfigLedger.model_validate_json(text)
+    except (ValidationError, ValueError):
+        return None
+    return found if found.config_uid == config_uid else None
+
+
+def config_fields(status: StrategyConfigStatus) -> dict[str, Any]:
+    wire = status.model_dump(mode="json", by_alias=True, exclude_none=True, include=set(CONFIG_FIELDS))
+    normalized: dict[str, Any] = normalize_json(wire)
+    return normalized
+
+
+def build_config_ledger_configmap(ledger: ConfigLedger, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": config_ledger_name(ledger.config_uid),
+            "namespace": namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_LEDGER},
+            "annotations": {ANN_LEDGER_OF: f"StrategyConfig/{ledger.namespace}/{ledger.name}"},
         },
         "data": {LEDGER_DATA: json.dumps(ledger.to_wire(), sort_keys=True, indent=1) + "\n"},
     }
