@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from support.kube import Cluster, install_crds
-from support.operator import OperatorProcess, condition, strategy_config, trading_bot
+from support.operator import OperatorProcess, condition, kill_switch, strategy_config, trading_bot
 from support.promotion import bot_of, event_reasons, runtime_of, until, wait_runtime
 from tradewarden.api.runtime import GATE_KEY_CONFIGMAP, GateKey, signature_valid
 
@@ -130,3 +130,40 @@ def test_a_manual_lane_set_to_close_in_year_8999_closes_within_a_day(cluster: Cl
     until(operator, lambda: (r := runtime_of(cluster, ns, "forever")) and r.labels.get("touched") == "yes",
           "the label in the runner's config")
     assert runtime_of(cluster, ns, "forever").manual_lane.enabled_until == until_  # type: ignore[union-attr]
+
+
+REASON_MAX = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/reason/maxLength"
+
+
+def test_a_kill_switch_that_does_not_parse_brakes_every_bot_and_says_so(cluster: Cluster,
+                                                                        operator: OperatorProcess) -> None:
+    """As the runners read it: halt_all over every bot. A brake is never lost to a parse error."""
+    ns = operator.namespace("unreadable")
+    cluster.apply(strategy_config(), namespace=ns)
+    cluster.apply(trading_bot("braked", placement="external", mode="paper"), namespace=ns)
+    wait_runtime(cluster, operator, ns, "braked")
+    switch = f"{ns}-unreadable"[:63]
+    cluster.apply(kill_switch(switch, "off", [f"{ns}-elsewhere"]))
+    cluster.kubectl("patch", "crd", "killswitches.tradewarden.io", "--type=json",
+                    "-p", json.dumps([{"op": "remove", "path": REASON_MAX}]))
+    try:
+        # The API server admits a 2000-character reason now; the model allows 1024.
+        until(operator, lambda: cluster.kubectl("patch", "killswitch", switch, "--type=merge", "-p", json.dumps(
+            {"spec": {"reason": "x" * 2000}}), check=False).returncode == 0, "the looser schema in force")
+
+        def braked() -> bool:
+            runtime = runtime_of(cluster, ns, "braked")
+            assert runtime is not None
+            assert runtime.kill_mode.value == "halt_all", runtime.kill_mode
+            return True
+
+        until(operator, braked, "the unreadable switch to brake the bot")
+        ks = cluster.get_json("killswitch", switch)
+        engaged = condition(ks, "Engaged")
+        assert (engaged.get("status"), engaged.get("reason")) == ("True", "SpecInvalid")
+        assert "halt_all over every bot" in engaged["message"]
+    finally:
+        cluster.kubectl("delete", "killswitch", switch, "--ignore-not-found", check=False)
+        install_crds(cluster)
+    until(operator, lambda: (r := runtime_of(cluster, ns, "braked")) and r.kill_mode.value == "off",
+          "the brake released once the switch is gone")

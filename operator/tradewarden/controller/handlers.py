@@ -385,12 +385,14 @@ class Controller:
         return found
 
     def _killswitch_models(self) -> list[KillSwitch]:
+        """Every KillSwitch; one that does not parse is read as the runners read it: halt_all over every
+        bot (the strongest safe reading: a brake is never lost to a parse error)."""
         out: list[KillSwitch] = []
         for body in self.cache.killswitches():
             try:
                 out.append(KillSwitch.model_validate(body))
-            except ValidationError as exc:
-                logger.error("KillSwitch %s does not parse, ignored: %s", body.get("metadata", {}).get("name"), exc)
+            except ValidationError:
+                out.append(unreadable_switch(body))
         return out
 
     def _foreign_write(self, desired: k.Manifest, live: k.Manifest | None) -> str | None:
@@ -952,7 +954,11 @@ class Controller:
             self._ks_fanout.pop(name, None)
             self._trigger_all_bots()  # a deleted switch no longer brakes anyone
             return None
-        ks = KillSwitch.model_validate(body)
+        try:
+            ks = KillSwitch.model_validate(body)
+        except ValidationError as exc:
+            await self._report_unreadable_switch(body, exc)
+            return None
         if self._ks_fanout.get(name) != ks.metadata.generation:
             self._ks_fanout[name] = ks.metadata.generation
             self._trigger_all_bots()
@@ -999,6 +1005,26 @@ class Controller:
                                         f"engaging {plan.engage.value}: {plan.trigger_message}"))
         await self._execute(out)
         return self._next_switch_check(ks, fleet, now, out.skipped)
+
+    async def _report_unreadable_switch(self, body: k.Manifest, exc: ValidationError) -> None:
+        """A switch stored under a looser schema: say in its status how it is read (halt_all for every bot,
+        as the runners read it), once per generation, with a Warning."""
+        meta = body.get("metadata") or {}
+        self._trigger_all_bots()
+        problems = [": ".join(p for p in describe_error(e) if p) for e in exc.errors()]
+        message = (f"the spec does not parse ({list_problems(problems, 600)}): every runner and the operator read "
+                   f"this switch as halt_all over every bot until it is fixed")
+        raw = body.get("status") or {}
+        conditions = [c for c in (_condition_or_none(r) for r in raw.get("conditions") or []) if c is not None]
+        conditions = set_condition(conditions, "Engaged", ConditionStatus.TRUE, "SpecInvalid", message,
+                                   int(meta.get("generation", 0)), self.clock().replace(microsecond=0))
+        status = {"conditions": [c.to_wire() for c in conditions], "observedGeneration": meta.get("generation", 0)}
+        if canonical_json({key: raw.get(key) for key in status}) == canonical_json(status):
+            return
+        logger.error("KillSwitch %s: %s", meta.get("name"), message)
+        out = Outcome(involved=body)
+        self._plan_status(out, k.KILLSWITCHES, body, {"status": status}, [EventSpec("Warning", "SpecInvalid", message)])
+        await self._execute(out)
 
     def _next_switch_check(self, ks: KillSwitch, fleet: Sequence[FleetBot], now: dt.datetime,
                            skipped: bool) -> float | None:
@@ -1059,6 +1085,14 @@ def failure_text(exc: BaseException) -> str:
     if isinstance(exc, k.KubeError):
         return bound_message(str(exc), 600)
     return f"internal error {type(exc).__name__} (see the operator's log)"
+
+
+def unreadable_switch(body: Mapping[str, Any]) -> KillSwitch:
+    """How a KillSwitch that does not parse is read, by the operator as by the runners: halt_all, every bot."""
+    meta = body.get("metadata") or {}
+    return KillSwitch.model_validate({"metadata": {k_: meta[k_] for k_ in ("name", "uid", "generation",
+                                                                           "resourceVersion") if k_ in meta},
+                                      "spec": {"mode": "halt_all", "reason": "the switch's spec does not parse"}})
 
 
 def _condition_or_none(raw: Any) -> Condition | None:
