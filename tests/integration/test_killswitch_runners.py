@@ -173,12 +173,13 @@ def test_on_off_on_within_100ms_ends_engaged(cluster: Cluster, namespace: str, t
     bots.append(env)
     full = switches.set("flap", "off")
     name = full
-    started = time.monotonic()
+    before = switches.generation(full)
     for mode in ("close_only", "off", "close_only"):
         subprocess.run(["kubectl", "patch", "killswitch", name, "--type", "merge", "-p",
                         f'{{"spec":{{"mode":"{mode}"}}}}'], env=cluster.env, check=True, capture_output=True)
-    assert time.monotonic() - started < 2.0  # kubectl start-up dominates; the API server sees three quick writes
+    # Order and outcome, not the machine's speed: three spec changes happened, and the runner ends on the last.
     final = switches.generation(full)
+    assert final == before + 3
     wait(lambda: acked(env, full, final), timeout=10, what="the ack of the last generation")
     time.sleep(1.0)
     assert env.telemetry().kill_mode == "close_only"  # type: ignore[union-attr]
@@ -187,19 +188,20 @@ def test_on_off_on_within_100ms_ends_engaged(cluster: Cluster, namespace: str, t
 
 def test_flapping_faster_than_kubectl(cluster: Cluster, namespace: str, tmp_path: pathlib.Path,
                                       emulator: Emulator, switches: Switches, bots: list[BotEnv]) -> None:
-    """on -> off -> on inside 100 ms, sent from one client so the three writes really are that close."""
+    """on -> off -> on back to back from one client (no process start-up between the writes), so the
+    runner's watch sees them as close together as the API server delivers them. How close that is depends
+    on the machine: the test asserts the order and the outcome, never the speed."""
     from kubernetes import client, config
 
     env = start_bot(cluster, namespace, tmp_path, emulator, "a", {})
     bots.append(env)
     full = switches.set("flap2", "off")
     api = client.CustomObjectsApi(config.new_client_from_config(config_file=cluster.kubeconfig))
-    started = time.monotonic()
+    before = switches.generation(full)
     for mode in ("halt_all", "off", "halt_all"):
         api.patch_cluster_custom_object("tradewarden.io", "v1alpha1", "killswitches", full, {"spec": {"mode": mode}})
-    elapsed = time.monotonic() - started
-    assert elapsed < 0.1, f"the three patches took {elapsed * 1000:.0f} ms"
     final = switches.generation(full)
+    assert final == before + 3
     wait(lambda: acked(env, full, final), timeout=10, what="the ack of the last generation")
     time.sleep(1.0)
     assert env.telemetry().kill_mode == "halt_all"  # type: ignore[union-attr]
