@@ -33,7 +33,8 @@ lint: $(STAMP) ## ruff, mypy (strict for api and controller) and the import-lint
 	@echo "==> ruff"
 	@$(VENV)/bin/ruff check operator tests benchmarks scripts
 	@echo "==> mypy"
-	@$(VENV)/bin/mypy
+	@MYPY_CACHE_DIR=$${XDG_CACHE_HOME:-$$HOME/.cache}/tradewarden/mypy-$$($(PY) -c 'import sys, mypy.version; print(f"{sys.version_info[0]}.{sys.version_info[1]}-{mypy.version.__version__}")') \
+	  $(VENV)/bin/mypy
 	@echo "==> import-linter"
 	@$(VENV)/bin/lint-imports
 

@@ -465,7 +465,7 @@ def test_the_override_needs_a_gateoverride_a_reason_and_an_expiry_and_tells_the_
 
     # An override lapses by itself at its expiry, with an Event.
     assert as_user(cluster, "oncall", ns, "create", "-f", "-",
-                   manifest=gate_override("brief", "emergency", "INC-4243 brief", 0.75)).returncode == 0
+                   manifest=gate_override("brief", "emergency", "INC-4243 brief", 0.3)).returncode == 0
     settled(cluster, operator, ns, "emergency", "Overridden", "Approved")
     ended = len([e for e in event_reasons(cluster, ns, "emergency") if e == "OverrideEnded"])
     until(operator, lambda: len([e for e in event_reasons(cluster, ns, "emergency") if e == "OverrideEnded"]) > ended,
