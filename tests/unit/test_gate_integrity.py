@@ -65,9 +65,9 @@ def test_a_mirror_write_still_to_come_is_not_tampering() -> None:
 
 def test_a_ledger_of_another_bot_uid_is_no_ledger() -> None:
     held = ledger.GateLedger(bot_uid="u1", namespace="ns", bot="b", replay=PASSED)
-    cm = ledger.build_ledger_configmap(held, "tw-system")
-    assert ledger.parse_ledger(cm, "u1") == held
-    assert ledger.parse_ledger(cm, "u2") is None  # a bot deleted and re-created under the same name
+    cm = ledger.ledger_configmap(held, "tw-system")
+    assert ledger.read_ledger(ledger.GateLedger, cm, "u1") == held
+    assert ledger.read_ledger(ledger.GateLedger, cm, "u2") is None  # a bot deleted and re-created under the same name
     assert cm["metadata"]["namespace"] == "tw-system"
     assert cm["metadata"]["name"] == "gate-u1"
 

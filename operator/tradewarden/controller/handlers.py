@@ -523,8 +523,8 @@ class Controller:
         mine = self._config_ledgers.get(uid)
         if mine is not None:
             return mine
-        return ledger_.parse_config_ledger(
-            self.cache.owned("ConfigMap", self.ledger_namespace, ledger_.config_ledger_name(uid)), uid)
+        return ledger_.read_ledger(ledger_.ConfigLedger, self.cache.owned(
+            "ConfigMap", self.ledger_namespace, ledger_.ledger_name(ledger_.ConfigLedger, uid)), uid)
 
     def _trusted_config(self, sc: StrategyConfig) -> StrategyConfig:
         """``sc`` with its status replaced by the operator's own verdict (empty before the first one)."""
@@ -557,11 +557,11 @@ class Controller:
 
     def _ledger(self, bot_uid: str) -> tuple[ledger_.GateLedger | None, bool]:
         """The bot's gate ledger from the cache, and whether the cache lags our own last write of it."""
-        name = ledger_.ledger_name(bot_uid)
+        name = ledger_.ledger_name(ledger_.GateLedger, bot_uid)
         body = self.cache.owned("ConfigMap", self.ledger_namespace, name)
         lags = self._memory.lags(("ConfigMap", self.ledger_namespace, name),
                                  (body or {}).get("metadata", {}).get("resourceVersion"))
-        return ledger_.parse_ledger(body, bot_uid), lags
+        return ledger_.read_ledger(ledger_.GateLedger, body, bot_uid), lags
 
     async def _reconcile_unparsed_bot(self, body: k.Manifest, exc: ValidationError) -> None:
         """A bot whose spec the operator cannot read (the API server admitted it under a looser schema):
@@ -630,8 +630,9 @@ class Controller:
         if ledger is not None and ledger.effective_mode != wanted:
             moved = ledger.model_copy(update={"effective_mode": wanted, "previous": ledger_.fingerprint(ledger)})
             planned = len(out.writes)
-            self._plan_apply(out, ledger_.build_ledger_configmap(moved, self.ledger_namespace),
-                             self.cache.owned("ConfigMap", self.ledger_namespace, ledger_.ledger_name(uid)))
+            self._plan_apply(out, ledger_.ledger_configmap(moved, self.ledger_namespace),
+                             self.cache.owned("ConfigMap", self.ledger_namespace,
+                                              ledger_.ledger_name(ledger_.GateLedger, uid)))
             if len(out.writes) > planned:
                 out.writes.insert(0, out.writes.pop())  # the ledger first, as always
         logger.warning("TradingBot %s/%s: applying the move to %s mode although the spec does not parse",
@@ -718,9 +719,9 @@ class Controller:
             # The ledger before anything else: neither the runner's config nor the status ever shows gate
             # state that the ledger does not hold (a crash in between leaves the safer side).
             planned = len(out.writes)
-            self._plan_apply(out, ledger_.build_ledger_configmap(new_ledger, self.ledger_namespace),
+            self._plan_apply(out, ledger_.ledger_configmap(new_ledger, self.ledger_namespace),
                              self.cache.owned("ConfigMap", self.ledger_namespace,
-                                              ledger_.ledger_name(bot.metadata.uid)))
+                                              ledger_.ledger_name(ledger_.GateLedger, bot.metadata.uid)))
             if len(out.writes) > planned:
                 out.writes.insert(0, out.writes.pop())
         problem_events = [EventSpec("Warning", reason, message) for reason, message in problems]
@@ -911,8 +912,8 @@ class Controller:
             events.append(EventSpec("Warning", "StatusTampered", message))
         wanted = ledger_.ConfigLedger(config_uid=sc.metadata.uid, namespace=namespace, name=name, status=status)
         if wanted != held and sc.metadata.uid:
-            led_name = ledger_.config_ledger_name(sc.metadata.uid)
-            self._plan_apply(out, ledger_.build_config_ledger_configmap(wanted, self.ledger_namespace),
+            led_name = ledger_.ledger_name(ledger_.ConfigLedger, sc.metadata.uid)
+            self._plan_apply(out, ledger_.ledger_configmap(wanted, self.ledger_namespace),
                              self.cache.owned("ConfigMap", self.ledger_namespace, led_name))
         patch = strategyconfig_status_patch(sc.status, status)
         self._plan_status(out, k.STRATEGYCONFIGS, body, patch,
@@ -968,12 +969,12 @@ class Controller:
             # take turns writing two different truths into one status.
             return None
         uid = ks.metadata.uid
-        led_name = ledger_.switch_ledger_name(uid)
+        led_name = ledger_.ledger_name(ledger_.SwitchLedger, uid)
         led_body = self.cache.owned("ConfigMap", self.ledger_namespace, led_name)
         if self._memory.lags(("ConfigMap", self.ledger_namespace, led_name),
                              (led_body or {}).get("metadata", {}).get("resourceVersion")):
             return 0.2
-        held = ledger_.parse_switch_ledger(led_body, uid)
+        held = ledger_.read_ledger(ledger_.SwitchLedger, led_body, uid)
         # The trigger's memory comes from the ledger, never from the status (a mirror anyone with
         # killswitches/status may write).
         trusted = ks.model_copy(update={"status": ks.status.model_copy(update={
@@ -986,7 +987,7 @@ class Controller:
         wanted = ledger_.SwitchLedger(switch_uid=uid, name=name, fleet_equity_peak=plan.status.fleet_equity_peak,
                                       matched_bots=list(plan.status.matched_bots))
         if wanted != held and uid:
-            self._plan_apply(out, ledger_.build_switch_ledger_configmap(wanted, self.ledger_namespace), led_body)
+            self._plan_apply(out, ledger_.ledger_configmap(wanted, self.ledger_namespace), led_body)
         patch = killswitch_status_patch(ks.status, plan.status)
         self._plan_status(out, k.KILLSWITCHES, body, patch,
                           killswitch_events(ks.status, plan.status, ks.spec.mode) if patch else [])

@@ -9,7 +9,7 @@ write. ``status`` is a mirror of it, rewritten on every reconcile where they dif
 
 Pure functions, called by the bot reconcile in :mod:`tradewarden.controller.handlers`:
 
-1. :func:`parse_ledger` reads the ledger ConfigMap from the watch cache (bound to the bot's uid: a bot
+1. :func:`read_ledger` reads the ledger ConfigMap from the watch cache (bound to the bot's uid: a bot
    deleted and re-created under the same name starts with an empty ledger, and so in paper);
 2. :func:`tampered_fields` compares the status with it: gate fields that differ were written by someone
    else (or, once, by an operator version from before the ledger) and are reported, never believed;
@@ -18,7 +18,11 @@ Pure functions, called by the bot reconcile in :mod:`tradewarden.controller.hand
 4. :func:`next_ledger` is the ledger after the reconcile, written (server-side apply) *before* the
    status, so the status never shows gate state the ledger does not hold.
 
-The ledger also remembers the last integrity problem found (a forged status, a foreign write to an
+The same shape keeps two more things a status writer must not decide (:class:`Ledger`, one
+:func:`read_ledger` and :func:`ledger_configmap` for all): a KillSwitch's fleet-drawdown peak
+(:class:`SwitchLedger`) and a StrategyConfig's verdict (:class:`ConfigLedger`).
+
+The bot's ledger also remembers the last integrity problem found (a forged status, a foreign write to an
 owned object, a Lease that contradicts the pod, a live permission the runner refused) for
 :data:`INTEGRITY_HOLD`, which the ``Intact`` condition shows: a status writer cannot make it go away.
 """
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field, ValidationError
 
@@ -56,8 +60,60 @@ GATE_FIELDS: tuple[str, ...] = ("effective_mode", "replay", "consensus", "capita
 INTEGRITY_HOLD = dt.timedelta(minutes=15)
 
 
-class GateLedger(WireModel):
+class Ledger(WireModel):
+    """What every ledger is: one ConfigMap ``<PREFIX>-<uid>`` in the operator's namespace, bound to the
+    uid of the object it belongs to (an object re-created under the same name starts with none)."""
+
+    PREFIX: ClassVar[str] = ""
+
+    @property
+    def uid(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def owner(self) -> str:
+        """The object this ledger belongs to, in words (an annotation: a label value could not hold it)."""
+        raise NotImplementedError
+
+
+L = TypeVar("L", bound=Ledger)
+
+
+def ledger_name(kind: type[Ledger], uid: str) -> str:
+    return f"{kind.PREFIX}-{uid}"
+
+
+def read_ledger(kind: type[L], configmap: dict[str, Any] | None, uid: str) -> L | None:
+    """The ledger of the object with ``uid`` held by ``configmap``, or None (none, another object's, or
+    unreadable: the operator then starts over, on the safe side)."""
+    text = ((configmap or {}).get("data") or {}).get(LEDGER_DATA)
+    if not text:
+        return None
+    try:
+        found = kind.model_validate_json(text)
+    except (ValidationError, ValueError):
+        return None
+    return found if found.uid == uid else None
+
+
+def ledger_configmap(ledger: Ledger, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": ledger_name(type(ledger), ledger.uid),
+            "namespace": namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_LEDGER},
+            "annotations": {ANN_LEDGER_OF: ledger.owner},
+        },
+        "data": {LEDGER_DATA: json.dumps(ledger.to_wire(), sort_keys=True, indent=1) + "\n"},
+    }
+
+
+class GateLedger(Ledger):
     """One bot's gate state, as only the operator writes it."""
+
+    PREFIX: ClassVar[str] = "gate"
 
     bot_uid: str
     namespace: str
@@ -79,9 +135,14 @@ class GateLedger(WireModel):
     problem_reason: str = ""
     problem: str = Field(default="", max_length=1024)
 
+    @property
+    def uid(self) -> str:
+        return self.bot_uid
 
-def ledger_name(bot_uid: str) -> str:
-    return f"gate-{bot_uid}"
+    @property
+    def owner(self) -> str:
+        return f"{self.namespace}/{self.bot}"
+
 
 
 def gate_wire(source: TradingBotStatus | GateLedger) -> dict[str, Any]:
@@ -94,21 +155,6 @@ def gate_wire(source: TradingBotStatus | GateLedger) -> dict[str, Any]:
 
 def fingerprint(source: TradingBotStatus | GateLedger) -> str:
     return sha256_hex(canonical_json(gate_wire(source)))
-
-
-def parse_ledger(configmap: dict[str, Any] | None, bot_uid: str) -> GateLedger | None:
-    """The ledger held by ``configmap`` for the bot with ``bot_uid``, or None (none, another bot's, or
-    unreadable: the gate then starts over in paper, the safe direction)."""
-    if configmap is None:
-        return None
-    text = (configmap.get("data") or {}).get(LEDGER_DATA)
-    if not text:
-        return None
-    try:
-        ledger = GateLedger.model_validate_json(text)
-    except (ValidationError, ValueError):
-        return None
-    return ledger if ledger.bot_uid == bot_uid else None
 
 
 def tampered_fields(status: TradingBotStatus, ledger: GateLedger | None) -> list[str]:
@@ -171,105 +217,53 @@ def integrity(ledger: GateLedger | None, now: dt.datetime) -> tuple[bool, str, s
                             "(as far as the operator can observe; see docs/SECURITY.md)", None)
 
 
-def build_ledger_configmap(ledger: GateLedger, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": ledger_name(ledger.bot_uid),
-            "namespace": namespace,
-            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_LEDGER},
-            "annotations": {ANN_LEDGER_OF: f"{ledger.namespace}/{ledger.bot}"},
-        },
-        "data": {LEDGER_DATA: json.dumps(ledger.to_wire(), sort_keys=True, indent=1) + "\n"},
-    }
-
-
-class SwitchLedger(WireModel):
+class SwitchLedger(Ledger):
     """A KillSwitch's trigger state, as only the operator writes it: the fleet's equity peak that the
     ``fleetDrawdownPct`` trigger measures from, and the fleet it was measured over. In status they are a
     mirror: a status writer who reset the peak would otherwise keep the trigger from ever firing."""
+
+    PREFIX: ClassVar[str] = "switch"
 
     switch_uid: str
     name: str
     fleet_equity_peak: float | None = None
     matched_bots: list[str] = Field(default_factory=list)
 
+    @property
+    def uid(self) -> str:
+        return self.switch_uid
 
-def switch_ledger_name(switch_uid: str) -> str:
-    return f"switch-{switch_uid}"
-
-
-def parse_switch_ledger(configmap: dict[str, Any] | None, switch_uid: str) -> SwitchLedger | None:
-    text = ((configmap or {}).get("data") or {}).get(LEDGER_DATA)
-    if not text:
-        return None
-    try:
-        found = SwitchLedger.model_validate_json(text)
-    except (ValidationError, ValueError):
-        return None
-    return found if found.switch_uid == switch_uid else None
+    @property
+    def owner(self) -> str:
+        return f"KillSwitch/{self.name}"
 
 
-def build_switch_ledger_configmap(ledger: SwitchLedger, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": switch_ledger_name(ledger.switch_uid),
-            "namespace": namespace,
-            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_LEDGER},
-            "annotations": {ANN_LEDGER_OF: f"KillSwitch/{ledger.name}"},
-        },
-        "data": {LEDGER_DATA: json.dumps(ledger.to_wire(), sort_keys=True, indent=1) + "\n"},
-    }
-
-
-class ConfigLedger(WireModel):
+class ConfigLedger(Ledger):
     """A StrategyConfig's verdict as only the operator writes it: the last spec it validated, the strategy
     it names, and the Valid condition. Bots run ``validSpec``; in status it is a mirror (a status writer
     would otherwise hand a bot's runner a spec nobody validated)."""
+
+    PREFIX: ClassVar[str] = "strategy"
 
     config_uid: str
     namespace: str
     name: str
     status: StrategyConfigStatus = Field(default_factory=StrategyConfigStatus)
 
+    @property
+    def uid(self) -> str:
+        return self.config_uid
+
+    @property
+    def owner(self) -> str:
+        return f"StrategyConfig/{self.namespace}/{self.name}"
+
 
 #: The StrategyConfig status fields that reach runners.
 CONFIG_FIELDS: tuple[str, ...] = ("valid_spec", "strategy", "config_hash")
-
-
-def config_ledger_name(config_uid: str) -> str:
-    return f"strategy-{config_uid}"
-
-
-def parse_config_ledger(configmap: dict[str, Any] | None, config_uid: str) -> ConfigLedger | None:
-    text = ((configmap or {}).get("data") or {}).get(LEDGER_DATA)
-    if not text:
-        return None
-    try:
-        found = ConfigLedger.model_validate_json(text)
-    except (ValidationError, ValueError):
-        return None
-    return found if found.config_uid == config_uid else None
 
 
 def config_fields(status: StrategyConfigStatus) -> dict[str, Any]:
     wire = status.model_dump(mode="json", by_alias=True, exclude_none=True, include=set(CONFIG_FIELDS))
     normalized: dict[str, Any] = normalize_json(wire)
     return normalized
-
-
-def build_config_ledger_configmap(ledger: ConfigLedger, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": config_ledger_name(ledger.config_uid),
-            "namespace": namespace,
-            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_LEDGER},
-            "annotations": {ANN_LEDGER_OF: f"StrategyConfig/{ledger.namespace}/{ledger.name}"},
-        },
-        "data": {LEDGER_DATA: json.dumps(ledger.to_wire(), sort_keys=True, indent=1) + "\n"},
-    }
