@@ -169,3 +169,39 @@ def test_a_kill_switch_that_does_not_parse_brakes_every_bot_and_says_so(cluster:
         install_crds(cluster)
     until(operator, lambda: (r := runtime_of(cluster, ns, "braked")) and r.kill_mode.value == "off",
           "the brake released once the switch is gone")
+
+
+INSTRUMENTS_MAX = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/instruments/maxItems"
+
+
+def test_a_strategy_config_that_does_not_parse_says_so_and_its_bots_keep_the_last_valid_one(
+        cluster: Cluster, operator: OperatorProcess) -> None:
+    ns = operator.namespace("unparsed-sc")
+    cluster.apply(strategy_config(), namespace=ns)
+    cluster.apply(trading_bot("steady", placement="external", mode="paper"), namespace=ns)
+    first = wait_runtime(cluster, operator, ns, "steady")
+    cluster.kubectl("patch", "crd", "strategyconfigs.tradewarden.io", "--type=json",
+                    "-p", json.dumps([{"op": "remove", "path": INSTRUMENTS_MAX}]))
+    try:
+        many = json.dumps({"spec": {"instruments": [f"C{i}/USDT" for i in range(25)]}})
+        until(operator, lambda: cluster.kubectl("patch", "strategyconfig.tradewarden.io", "momentum", "-n", ns,
+                                                "--type=merge", "-p", many, check=False).returncode == 0,
+              "the looser schema in force")
+
+        def reported() -> dict[str, Any]:
+            sc = cluster.get_json("strategyconfig.tradewarden.io", "momentum", "-n", ns)
+            valid = condition(sc, "Valid")
+            assert (valid.get("status"), valid.get("reason")) == ("False", "SpecInvalid"), valid
+            return sc
+
+        sc = until(operator, reported, "the unparsed StrategyConfig reported in status")
+        assert "spec.instruments" in condition(sc, "Valid")["message"]
+        assert sc["status"]["observedGeneration"] == sc["metadata"]["generation"]
+        reasons = cluster.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=momentum",
+                                  "-o", "jsonpath={.items[*].reason}").stdout
+        assert "SpecInvalid" in reasons
+        runtime = runtime_of(cluster, ns, "steady")
+        assert runtime is not None
+        assert runtime.config_hash == first.config_hash, "the runner keeps the last valid config"
+    finally:
+        install_crds(cluster)

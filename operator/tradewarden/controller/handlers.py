@@ -575,7 +575,7 @@ class Controller:
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace", "")), str(meta["name"])
         generation = int(meta.get("generation", 0))
-        problems = [": ".join(p for p in describe_error(e) if p) for e in exc.errors()]
+        problems = spec_problems(exc)
         logger.error("TradingBot %s/%s does not parse: %s", namespace, name, "; ".join(problems)[:500])
         now = self.clock()
         out = Outcome(involved=body)
@@ -836,7 +836,8 @@ class Controller:
         try:
             found = GateOverride.model_validate(body)
         except ValidationError as exc:
-            logger.error("GateOverride %s/%s does not parse: %s", namespace, name, exc.error_count())
+            await self._report_unparsed(k.GATEOVERRIDES, body, exc, CONDITION_ACTIVE, ConditionStatus.FALSE,
+                                        "it is not honoured; delete it and create a valid one")
             return None
         now = self.clock()
         bot = found.spec.bot_name
@@ -897,7 +898,9 @@ class Controller:
         try:
             sc = StrategyConfig.model_validate(body)
         except ValidationError as exc:
-            logger.error("StrategyConfig %s/%s does not parse; fix its spec: %s", namespace, name, exc)
+            # Its bots keep the operator's last verdict (the ledger), so their runners keep the last valid spec.
+            await self._report_unparsed(k.STRATEGYCONFIGS, body, exc, "Valid", ConditionStatus.FALSE,
+                                        "bots keep the last valid config")
             return None
         held = self._config_ledger(sc.metadata.uid)
         trusted = self._trusted_config(sc)
@@ -958,7 +961,10 @@ class Controller:
         try:
             ks = KillSwitch.model_validate(body)
         except ValidationError as exc:
-            await self._report_unreadable_switch(body, exc)
+            self._trigger_all_bots()
+            await self._report_unparsed(k.KILLSWITCHES, body, exc, "Engaged", ConditionStatus.TRUE,
+                                        "every runner and the operator read this switch as halt_all over every "
+                                        "bot until it is fixed")
             return None
         if self._ks_fanout.get(name) != ks.metadata.generation:
             self._ks_fanout[name] = ks.metadata.generation
@@ -1007,24 +1013,24 @@ class Controller:
         await self._execute(out)
         return self._next_switch_check(ks, fleet, now, out.skipped)
 
-    async def _report_unreadable_switch(self, body: k.Manifest, exc: ValidationError) -> None:
-        """A switch stored under a looser schema: say in its status how it is read (halt_all for every bot,
-        as the runners read it), once per generation, with a Warning."""
+    async def _report_unparsed(self, ref: k.ResourceRef, body: k.Manifest, exc: ValidationError, type_: str,
+                               state: ConditionStatus, consequence: str) -> None:
+        """An object the operator cannot parse (stored under a looser schema): its condition ``type_`` says
+        which fields and what the operator does instead (reason SpecInvalid), with one Warning per
+        generation. Never only a log line."""
         meta = body.get("metadata") or {}
-        self._trigger_all_bots()
-        problems = [": ".join(p for p in describe_error(e) if p) for e in exc.errors()]
-        message = (f"the spec does not parse ({list_problems(problems, 600)}): every runner and the operator read "
-                   f"this switch as halt_all over every bot until it is fixed")
+        message = f"the spec does not parse ({list_problems(spec_problems(exc), 600)}): {consequence}"
         raw = body.get("status") or {}
         conditions = [c for c in (_condition_or_none(r) for r in raw.get("conditions") or []) if c is not None]
-        conditions = set_condition(conditions, "Engaged", ConditionStatus.TRUE, "SpecInvalid", message,
-                                   int(meta.get("generation", 0)), self.clock().replace(microsecond=0))
+        conditions = set_condition(conditions, type_, state, "SpecInvalid", message, int(meta.get("generation", 0)),
+                                   self.clock().replace(microsecond=0))
         status = {"conditions": [c.to_wire() for c in conditions], "observedGeneration": meta.get("generation", 0)}
         if canonical_json({key: raw.get(key) for key in status}) == canonical_json(status):
             return
-        logger.error("KillSwitch %s: %s", meta.get("name"), message)
+        logger.error("%s %s: %s", ref.kind, "/".join(str(p) for p in (meta.get("namespace"), meta.get("name")) if p),
+                     message)
         out = Outcome(involved=body)
-        self._plan_status(out, k.KILLSWITCHES, body, {"status": status}, [EventSpec("Warning", "SpecInvalid", message)])
+        self._plan_status(out, ref, body, {"status": status}, [EventSpec("Warning", "SpecInvalid", message)])
         await self._execute(out)
 
     def _next_switch_check(self, ks: KillSwitch, fleet: Sequence[FleetBot], now: dt.datetime,
@@ -1079,6 +1085,11 @@ class Controller:
 
 #: Weaker first: a move to a lower rank is never held up.
 MODE_RANK = {TradingMode.SIGNALS: 0, TradingMode.PAPER: 1, TradingMode.LIVE: 2}
+
+
+def spec_problems(exc: ValidationError) -> list[str]:
+    """Each refused field and its rule, never the value (api.conditions.describe_error)."""
+    return [": ".join(p for p in describe_error(e) if p) for e in exc.errors()]
 
 
 def failure_text(exc: BaseException) -> str:
