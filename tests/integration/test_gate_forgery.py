@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
+from support import live
 from support.kube import Cluster
 from support.operator import OperatorProcess, RunnerStandIn, condition, kill_switch, strategy_config, trading_bot
 from support.promotion import bot_of, event_reasons, live_bot, runtime_of, until, wait_runtime
-from support.runner import BotEnv, secret_manifest
+from support.runner import BotEnv
 from tradewarden.api.runtime import compute_gate_hash
 from tradewarden.emulator import Emulator
 
@@ -35,17 +36,12 @@ VENUE_SECRET = "VENUESECRET" + uuid.uuid4().hex[:16]
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    emu = Emulator(seed=7, bar_seconds=None, api_key=VENUE_KEY, secret=VENUE_SECRET, balances={"USDT": 100000})
-    emu.start()
-    yield emu
-    emu.stop()
+    yield from live.venue(VENUE_KEY, VENUE_SECRET, {"USDT": "100000"})
 
 
 @pytest.fixture
 def ns(cluster: Cluster, operator: OperatorProcess, request: pytest.FixtureRequest) -> str:
-    name = operator.namespace(re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[5:30])
-    cluster.apply(secret_manifest("venue-keys", {"apiKey": VENUE_KEY, "secret": VENUE_SECRET}), namespace=name)
-    return name
+    return live.keyed_namespace(cluster, operator, request, VENUE_KEY, VENUE_SECRET)
 
 
 def grant(cluster: Cluster, ns: str, user: str, rules: list[dict[str, Any]] | None = None,

@@ -10,16 +10,24 @@ managedFields, whole seconds: at most one second too high), never the operator's
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from support.kube import Cluster, poll
-from support.operator import OperatorProcess, RunnerStandIn, condition, kill_switch, strategy_config, trading_bot
+from support.kube import Cluster
+from support.operator import (
+    OperatorProcess,
+    RunnerStandIn,
+    condition,
+    get,
+    kill_switch,
+    strategy_config,
+    trading_bot,
+    until,
+)
 from tradewarden.controller.leases import parse_time
 from tradewarden.controller.switches import format_ms
 
@@ -37,19 +45,6 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     yield op
     op.stop()
     op.delete_namespaces()
-
-
-def until(op: OperatorProcess, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    return poll(predicate, timeout=timeout, what=what,
-                context=lambda: "operator log:\n" + "\n".join(op.log().splitlines()[-40:]))
-
-
-def get(cluster: Cluster, *args: str) -> dict[str, Any] | None:
-    proc = cluster.kubectl("get", *args, "-o", "json", check=False)
-    if proc.returncode != 0:
-        return None
-    out: dict[str, Any] = json.loads(proc.stdout)
-    return out
 
 
 def spec_time(switch: dict[str, Any]) -> dt.datetime:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from support.kube import Cluster, poll
-from support.operator import OperatorProcess, condition, kill_switch, strategy_config, trading_bot
+from support.kube import Cluster
+from support.operator import OperatorProcess, condition, get, kill_switch, strategy_config, trading_bot, until
 
 pytestmark = pytest.mark.cluster
 
@@ -33,19 +32,6 @@ GOOD = {"fast": 10, "slow": 30}
 @pytest.fixture
 def ns(operator: OperatorProcess, request: pytest.FixtureRequest) -> str:
     return operator.namespace(re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[5:35])
-
-
-def until(op: OperatorProcess, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    return poll(predicate, timeout=timeout, what=what,
-                context=lambda: "operator log:\n" + "\n".join(op.log().splitlines()[-40:]))
-
-
-def get(cluster: Cluster, *args: str) -> dict[str, Any] | None:
-    proc = cluster.kubectl("get", *args, "-o", "json", check=False)
-    if proc.returncode != 0:
-        return None
-    out: dict[str, Any] = json.loads(proc.stdout)
-    return out
 
 
 def events(cluster: Cluster, name: str, namespace: str | None = None) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ runner ServiceAccount's identity (``RunnerStandIn``), as a runner pod would.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -15,14 +14,16 @@ from typing import Any
 
 import pytest
 
-from support.kube import Cluster, poll
+from support.kube import Cluster
 from support.operator import (
     OperatorProcess,
     RunnerStandIn,
     condition,
+    get,
     kill_switch,
     strategy_config,
     trading_bot,
+    until,
 )
 from tradewarden.api.runtime import RuntimeConfig
 from tradewarden.controller.builders import ANN_RUNNER_HASH, FLEET_RBAC_NAME
@@ -33,20 +34,6 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture
 def ns(operator: OperatorProcess, request: pytest.FixtureRequest) -> str:
     return operator.namespace(re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[5:35])
-
-
-def until(op: OperatorProcess, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll ``predicate`` until it returns something truthy; on timeout show the operator's log."""
-    return poll(predicate, timeout=timeout, what=what,
-                context=lambda: "operator log:\n" + "\n".join(op.log().splitlines()[-40:]))
-
-
-def get(cluster: Cluster, *args: str) -> dict[str, Any] | None:
-    proc = cluster.kubectl("get", *args, "-o", "json", check=False)
-    if proc.returncode != 0:
-        return None
-    out: dict[str, Any] = json.loads(proc.stdout)
-    return out
 
 
 def runtime_of(cluster: Cluster, ns: str, bot: str) -> RuntimeConfig | None:

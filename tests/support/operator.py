@@ -22,10 +22,11 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from support.kube import REPO, Cluster
+from support.kube import REPO, Cluster, poll
 from tradewarden.api.runtime import (
     ANN_APPLIED_HASH,
     ANN_KILL_ACKS,
@@ -177,6 +178,22 @@ def kill_switch(name: str, mode: str = "off", namespaces: list[str] | None = Non
     body.update(spec)
     return {"apiVersion": "tradewarden.io/v1alpha1", "kind": "KillSwitch", "metadata": {"name": name},
             "spec": body}
+
+
+def until(op: OperatorProcess, predicate: Callable[[], Any], what: str, timeout: float = 30.0,
+          interval: float = 0.25) -> Any:
+    """Poll ``predicate`` until it returns something truthy; on timeout show the operator's log."""
+    return poll(predicate, timeout=timeout, interval=interval, what=what,
+                context=lambda: "operator log:\n" + "\n".join(op.log().splitlines()[-60:]))
+
+
+def get(cluster: Cluster, *args: str) -> dict[str, Any] | None:
+    """``kubectl get ARGS -o json``, or None when it does not exist (or cannot be read)."""
+    proc = cluster.kubectl("get", *args, "-o", "json", check=False)
+    if proc.returncode != 0:
+        return None
+    out: dict[str, Any] = json.loads(proc.stdout)
+    return out
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:

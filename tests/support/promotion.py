@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from support.evidence import make_export
-from support.kube import Cluster, poll
+from support.kube import Cluster
 from support.operator import OperatorProcess, condition, new_prefix, trading_bot
+from support.operator import until as operator_until
 from support.runner import secret_manifest
 from tradewarden.api.evidence import EVIDENCE_KEY, EvidenceExport, evidence_configmap_name
 from tradewarden.api.runtime import RuntimeConfig
@@ -71,9 +72,8 @@ def start_operator_with_reviewers(cluster: Cluster, workdir: pathlib.Path,
 
 def until(op: OperatorProcess, predicate: Callable[[], Any], what: str, timeout: float = 60.0,
           interval: float = 0.25) -> Any:
-    """Poll ``predicate`` until it returns something truthy; on timeout show the operator's log."""
-    return poll(predicate, timeout=timeout, interval=interval, what=what,
-                context=lambda: "operator log:\n" + "\n".join(op.log().splitlines()[-60:]))
+    """:func:`support.operator.until` with the promotion gate's longer default (replays take seconds)."""
+    return operator_until(op, predicate, what, timeout, interval)
 
 
 def bot_of(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:

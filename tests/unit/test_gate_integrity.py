@@ -379,3 +379,17 @@ def test_the_runner_reads_the_key_again_when_a_document_names_another() -> None:
                         gate_key=key)  # type: ignore[arg-type]
         assert engine._allowed_mode(config) == TradingMode.LIVE
     assert asked[-1] is True
+
+
+def test_a_strategy_config_status_still_to_be_mirrored_is_not_tampering() -> None:
+    from tradewarden.api.strategyconfig import StrategyConfigStatus
+
+    old = StrategyConfigStatus(valid_spec={"strategy": "momentum", "params": {"fast": 10}}, config_hash="sha256:a")
+    new = StrategyConfigStatus(valid_spec={"strategy": "momentum", "params": {"fast": 12}}, config_hash="sha256:b")
+    first = ledger.next_config_ledger(None, "u", "ns", "sc", old)
+    second = ledger.next_config_ledger(first, "u", "ns", "sc", new)
+    assert not ledger.config_tampered(new, second)
+    assert not ledger.config_tampered(old, second), "the mirror of the last verdict is not written yet"
+    forged = StrategyConfigStatus(valid_spec={"strategy": "momentum", "params": {"fast": 99}}, config_hash="sha256:c")
+    assert ledger.config_tampered(forged, second)
+    assert not ledger.config_tampered(forged, None)

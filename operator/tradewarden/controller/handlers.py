@@ -902,18 +902,20 @@ class Controller:
             await self._report_unparsed(k.STRATEGYCONFIGS, body, exc, "Valid", ConditionStatus.FALSE,
                                         "bots keep the last valid config")
             return None
+        if self._memory.lags(("status", "StrategyConfig", namespace, name), sc.metadata.resource_version):
+            return 0.2  # our last status write has not reached the cache: comparing now would cry wolf
         held = self._config_ledger(sc.metadata.uid)
         trusted = self._trusted_config(sc)
         status = compute_strategyconfig_status(trusted, users, self.clock())
         out = Outcome(involved=body)
         events: list[EventSpec] = []
-        if held is not None and ledger_.config_fields(sc.status) != ledger_.config_fields(held.status):
+        if ledger_.config_tampered(sc.status, held):
             message = ("status fields validSpec, strategy or configHash were written by someone other than the "
                        "operator; bots run the spec the operator validated, and the status is restored")
             logger.warning("StrategyConfig %s/%s: StatusTampered: %s", namespace, name, message)
             self.metrics.count_integrity("StatusTampered")
             events.append(EventSpec("Warning", "StatusTampered", message))
-        wanted = ledger_.ConfigLedger(config_uid=sc.metadata.uid, namespace=namespace, name=name, status=status)
+        wanted = ledger_.next_config_ledger(held, sc.metadata.uid, namespace, name, status)
         if wanted != held and sc.metadata.uid:
             led_name = ledger_.ledger_name(ledger_.ConfigLedger, sc.metadata.uid)
             self._plan_apply(out, ledger_.ledger_configmap(wanted, self.ledger_namespace),

@@ -249,6 +249,9 @@ class ConfigLedger(Ledger):
     namespace: str
     name: str
     status: StrategyConfigStatus = Field(default_factory=StrategyConfigStatus)
+    #: The fields that reach runners as the ledger held them before its last update: a status that still
+    #: shows them is one whose mirror write has not happened yet, not a forgery.
+    previous: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def uid(self) -> str:
@@ -267,3 +270,20 @@ def config_fields(status: StrategyConfigStatus) -> dict[str, Any]:
     wire = status.model_dump(mode="json", by_alias=True, exclude_none=True, include=set(CONFIG_FIELDS))
     normalized: dict[str, Any] = normalize_json(wire)
     return normalized
+
+
+
+def config_tampered(status: StrategyConfigStatus, ledger: ConfigLedger | None) -> bool:
+    """Whether a StrategyConfig's status shows a verdict the operator did not write."""
+    if ledger is None:
+        return False
+    have = config_fields(status)
+    return have != config_fields(ledger.status) and have != ledger.previous
+
+
+def next_config_ledger(old: ConfigLedger | None, uid: str, namespace: str, name: str,
+                       status: StrategyConfigStatus) -> ConfigLedger:
+    previous = config_fields(old.status) if old is not None else {}
+    if old is not None and config_fields(old.status) == config_fields(status):
+        previous = old.previous
+    return ConfigLedger(config_uid=uid, namespace=namespace, name=name, status=status, previous=previous)
