@@ -38,7 +38,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from pydantic import ValidationError
@@ -256,6 +256,8 @@ class Controller:
         self._applied: dict[tuple[str, ...], str] = {}
         #: The last live-permission refusal each runner reported, so each is reported once.
         self._refusals: dict[BotKey, str] = {}
+        #: Ledgers parsed from the cache, by (ConfigMap name, resourceVersion).
+        self._ledgers_read: dict[tuple[str, str], ledger_.Ledger | None] = {}
         #: The StrategyConfig verdicts this operator wrote, by config uid (newer than the cache may be).
         self._config_ledgers: dict[str, ledger_.ConfigLedger] = {}
         #: The last failure reported in each object's status, so a retry storm posts one Event.
@@ -523,7 +525,7 @@ class Controller:
         mine = self._config_ledgers.get(uid)
         if mine is not None:
             return mine
-        return ledger_.read_ledger(ledger_.ConfigLedger, self.cache.owned(
+        return self._read_ledger(ledger_.ConfigLedger, self.cache.owned(
             "ConfigMap", self.ledger_namespace, ledger_.ledger_name(ledger_.ConfigLedger, uid)), uid)
 
     def _trusted_config(self, sc: StrategyConfig) -> StrategyConfig:
@@ -561,7 +563,19 @@ class Controller:
         body = self.cache.owned("ConfigMap", self.ledger_namespace, name)
         lags = self._memory.lags(("ConfigMap", self.ledger_namespace, name),
                                  (body or {}).get("metadata", {}).get("resourceVersion"))
-        return ledger_.read_ledger(ledger_.GateLedger, body, bot_uid), lags
+        return self._read_ledger(ledger_.GateLedger, body, bot_uid), lags
+
+    def _read_ledger(self, kind: type[LedgerT], body: k.Manifest | None, uid: str) -> LedgerT | None:
+        """A ledger from the cache, parsed once per resourceVersion (bots reconcile on every heartbeat)."""
+        if body is None:
+            return None
+        key = (str(body["metadata"].get("name", "")), str(body["metadata"].get("resourceVersion", "")))
+        if key not in self._ledgers_read:
+            if len(self._ledgers_read) > 10_000:
+                self._ledgers_read.clear()
+            self._ledgers_read[key] = ledger_.read_ledger(kind, body, uid)
+        found = self._ledgers_read[key]
+        return found if isinstance(found, kind) else None
 
     async def _reconcile_unparsed_bot(self, body: k.Manifest, exc: ValidationError) -> None:
         """A bot whose spec the operator cannot read (the API server admitted it under a looser schema):
@@ -982,7 +996,7 @@ class Controller:
         if self._memory.lags(("ConfigMap", self.ledger_namespace, led_name),
                              (led_body or {}).get("metadata", {}).get("resourceVersion")):
             return 0.2
-        held = ledger_.read_ledger(ledger_.SwitchLedger, led_body, uid)
+        held = self._read_ledger(ledger_.SwitchLedger, led_body, uid)
         # The trigger's memory comes from the ledger, never from the status (a mirror anyone with
         # killswitches/status may write).
         trusted = ks.model_copy(update={"status": ks.status.model_copy(update={
@@ -1084,6 +1098,8 @@ class Controller:
                                         ref=k.CONFIGMAPS, namespace=self.ledger_namespace, name=str(meta["name"]),
                                         uid=meta.get("uid")))
 
+
+LedgerT = TypeVar("LedgerT", bound=ledger_.Ledger)
 
 #: Weaker first: a move to a lower rank is never held up.
 MODE_RANK = {TradingMode.SIGNALS: 0, TradingMode.PAPER: 1, TradingMode.LIVE: 2}
