@@ -35,9 +35,11 @@ def _balance(text: str) -> tuple[str, Decimal]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tradewarden.emulator",
-        description="A local exchange emulator speaking Binance spot REST API v3 (loopback only).",
+        description="A local exchange emulator speaking Binance spot REST API v3 (loopback, or a bridge of this "
+                    "machine).",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind: loopback, or a Linux bridge of "
+                        "this machine such as the local cluster's pod bridge (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic markets (default 42)")
     parser.add_argument(

@@ -31,10 +31,15 @@ Clocks: ``/api/v3/time``, kline times and order times are the *market* clock, wh
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import logging
+import pathlib
+import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -57,6 +62,18 @@ DEFAULT_START_MS = 1_704_067_200_000
 """2024-01-01T00:00:00Z: the open of bar 0 in every market."""
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+def local_bridge_addresses() -> set[str]:
+    """The IPv4 addresses of this machine's Linux bridges (a local cluster's pod network, say): pods can
+    reach the emulator there, and nothing beyond the machine can."""
+    found: set[str] = set()
+    for iface in pathlib.Path("/sys/class/net").glob("*/bridge"):
+        name = iface.parent.name.encode()[:15]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
+            packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name))  # SIOCGIFADDR
+            found.add(socket.inet_ntoa(packed[20:24]))
+    return found
 MAX_RECV_WINDOW_MS = 60_000
 
 
@@ -434,10 +451,11 @@ class Emulator:
         port: int = 0,
         check_timestamps: bool = True,
     ) -> None:
-        if host not in LOOPBACK_HOSTS and not host.startswith("127."):
+        if host not in LOOPBACK_HOSTS and not host.startswith("127.") and host not in local_bridge_addresses():
             raise ValueError(
-                f"host must be a loopback address such as 127.0.0.1 (got {host!r}): "
-                "the emulator never listens on a network"
+                f"host must be a loopback address such as 127.0.0.1, or the address of a Linux bridge of this "
+                f"machine such as a local cluster's pod bridge (got {host!r}): the emulator never listens on a "
+                "network that reaches beyond this machine"
             )
         self.host = "127.0.0.1" if host == "localhost" else host
         self.port = port
