@@ -23,6 +23,8 @@ IDX_KILLSWITCHES = "tw_killswitches"
 IDX_LEASES = "tw_leases"
 IDX_GATEOVERRIDES = "tw_gateoverrides"
 IDX_PODS = "tw_pods"
+#: FailedCreate Events of StatefulSets (why a runner StatefulSet has no pod), keyed by (namespace, its name).
+IDX_EVENTS = "tw_events"
 #: Owned objects, one index per kind, keyed by (namespace or "", name).
 IDX_OWNED: dict[str, str] = {
     "ConfigMap": "tw_configmaps",
@@ -67,13 +69,62 @@ def _spec_writes(entries: Any) -> list[dict[str, Any]]:
     return kept
 
 
+#: The longest kubelet or scheduler message the cache keeps of a pod (leases.pod_problem quotes less).
+MAX_POD_MESSAGE = 1024
+
+
 def slim_pod(body: Mapping[str, Any]) -> Manifest:
-    """Of a runner pod, only what the Lease is checked against: its uid, phase and container starts."""
+    """Of a runner pod, only what the operator checks: its uid, phase and container starts (against the
+    Lease, ``leases.pod_contradiction``), and why it cannot run (``leases.pod_problem``): the PodScheduled
+    condition and each container's waiting or terminated reason, exit code, restart count and image."""
     meta, status = body.get("metadata") or {}, body.get("status") or {}
-    return {"metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-            "status": {"phase": status.get("phase"),
-                       "containerStatuses": [{"name": c.get("name"), "state": _copy(c.get("state") or {})}
-                                             for c in status.get("containerStatuses") or []]}}
+    kept_meta = {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")}
+    if meta.get("deletionTimestamp"):
+        kept_meta["deletionTimestamp"] = meta["deletionTimestamp"]
+    out_status: dict[str, Any] = {"phase": status.get("phase"),
+                                  "containerStatuses": [_slim_container(c) for c in
+                                                        status.get("containerStatuses") or []]}
+    if status.get("initContainerStatuses"):
+        out_status["initContainerStatuses"] = [_slim_container(c) for c in status["initContainerStatuses"]]
+    scheduled = [{"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason"),
+                  "message": str(c.get("message") or "")[:MAX_POD_MESSAGE]}
+                 for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"]
+    if scheduled:
+        out_status["conditions"] = scheduled
+    return {"metadata": kept_meta, "status": out_status}
+
+
+def _slim_container(status: Mapping[str, Any]) -> dict[str, Any]:
+    state = status.get("state") or {}
+    out: dict[str, Any] = {"name": status.get("name"), "image": status.get("image"),
+                           "restartCount": status.get("restartCount", 0), "state": _slim_state(state)}
+    last = (status.get("lastState") or {}).get("terminated")
+    if last:
+        out["lastState"] = {"terminated": {"exitCode": last.get("exitCode"), "reason": last.get("reason")}}
+    return out
+
+
+def _slim_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "running" in state:
+        out["running"] = {"startedAt": (state["running"] or {}).get("startedAt")}
+    if "waiting" in state:
+        waiting = state["waiting"] or {}
+        out["waiting"] = {"reason": waiting.get("reason"), "message": str(waiting.get("message") or "")[
+            :MAX_POD_MESSAGE]}
+    if "terminated" in state:
+        terminated = state["terminated"] or {}
+        out["terminated"] = {"exitCode": terminated.get("exitCode"), "reason": terminated.get("reason")}
+    return out
+
+
+def slim_event(body: Mapping[str, Any]) -> Manifest:
+    """Of a ``FailedCreate`` Event of a StatefulSet, what ``leases.workload_facts`` reads: the StatefulSet's
+    uid, the message (bounded) and when it was last seen."""
+    meta, involved = body.get("metadata") or {}, body.get("involvedObject") or {}
+    return {"involvedObject": {"name": involved.get("name"), "uid": involved.get("uid")},
+            "message": str(body.get("message") or "")[:MAX_POD_MESSAGE],
+            "time": body.get("lastTimestamp") or body.get("eventTime") or meta.get("creationTimestamp")}
 
 
 def _copy(value: Any) -> Any:
@@ -124,6 +175,13 @@ class Cache:
     def pod(self, namespace: str, name: str) -> Manifest | None:
         """A runner pod (labelled ``tradewarden.io/bot``), reduced by :func:`slim_pod`."""
         return self._one(IDX_PODS, (namespace, name))
+
+    def failed_creates(self, namespace: str, statefulset: str) -> list[Manifest]:
+        """The cached ``FailedCreate`` Events of a StatefulSet, reduced by :func:`slim_event`."""
+        index = self._indices.get(IDX_EVENTS)
+        if index is None or (namespace, statefulset) not in index:
+            return []
+        return list(index[(namespace, statefulset)])
 
     def gateoverride(self, namespace: str, name: str) -> Manifest | None:
         return self._one(IDX_GATEOVERRIDES, (namespace, name))

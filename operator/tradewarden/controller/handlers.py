@@ -15,9 +15,10 @@ status either). A handler only names the objects to reconcile; the reconcile its
 What triggers what (all level-triggered: a reconcile recomputes everything it owns):
 
 * TradingBot: its own events; its runner Lease and owned objects (ConfigMaps, ServiceAccount, Role,
-  RoleBinding, StatefulSet); a change of the StrategyConfig it references; any KillSwitch change; a
-  finished promotion-gate round; a re-check when its heartbeat or its promotion evidence goes stale or
-  its ramp dwell ends; a resync every minute.
+  RoleBinding, StatefulSet); its runner pod and its StatefulSet's FailedCreate Events; a change of the
+  StrategyConfig it references; any KillSwitch change; a finished promotion-gate round; a re-check when
+  its heartbeat or its promotion evidence goes stale, its ramp dwell ends or its StatefulSet's grace for a
+  missing pod ends; a resync every minute.
 * PromotionGate (:mod:`~.promotion`): the bot's events and its evidence ConfigMap's. It replays the
   runner's export in a separate process and runs the consensus; the round it finds is handed to the
   bot's reconcile, which records it in the status (the only writer of a bot's status).
@@ -88,6 +89,7 @@ from tradewarden.controller.builders import (
 )
 from tradewarden.controller.cache import (
     IDX_BOTS,
+    IDX_EVENTS,
     IDX_GATEOVERRIDES,
     IDX_KILLSWITCHES,
     IDX_LEASES,
@@ -96,6 +98,7 @@ from tradewarden.controller.cache import (
     IDX_STRATEGYCONFIGS,
     Cache,
     slim,
+    slim_event,
     slim_pod,
 )
 from tradewarden.controller.diffs import needs_apply
@@ -103,9 +106,12 @@ from tradewarden.controller.keys import GateSigner
 from tradewarden.controller.leases import (
     NO_RUNNER,
     RunnerObservation,
+    RunnerWorkload,
     not_believed,
     observe_lease,
     pod_contradiction,
+    with_pod,
+    workload_facts,
 )
 from tradewarden.controller.metrics import Metrics
 from tradewarden.controller.promotion import PromotionGate
@@ -289,6 +295,8 @@ class Controller:
         self._sc_fanout: dict[BotKey, str] = {}
         self._ks_fanout: dict[str, int] = {}
         self._bot_seen: dict[BotKey, tuple[str, str]] = {}
+        #: Each runner StatefulSet's (uid, generation, pod uid) and when this operator first saw it so.
+        self._workload_seen: dict[BotKey, tuple[tuple[str, str, str], dt.datetime]] = {}
 
     # ------------------------------------------------------------------------------ triggers (event loop)
 
@@ -370,6 +378,23 @@ class Controller:
         pod = runner_pod_name(bot)
         why = pod_contradiction(found, self.cache.pod(namespace, pod), pod)
         return not_believed(found, why) if why else found
+
+    def _runner_workload(self, key: BotKey, now: dt.datetime) -> tuple[k.Manifest | None, RunnerWorkload | None]:
+        """The runner pod of placement cluster and the facts of its StatefulSet. When the StatefulSet last
+        changed or lost its pod is remembered here: the API server records neither."""
+        namespace, bot = key
+        pod = self.cache.pod(namespace, runner_pod_name(bot))
+        sts = self.cache.owned("StatefulSet", namespace, runner_account_name(bot))
+        if sts is None:
+            self._workload_seen.pop(key, None)
+            return pod, None
+        meta = sts.get("metadata") or {}
+        seen = (str(meta.get("uid")), str(meta.get("generation")), str(((pod or {}).get("metadata") or {}).get("uid")))
+        held = self._workload_seen.get(key)
+        if held is None or held[0] != seen:
+            held = self._workload_seen[key] = (seen, now)
+        return pod, workload_facts(sts, runner_pod_name(bot), held[1],
+                                   self.cache.failed_creates(namespace, runner_account_name(bot)))
 
     def _observe_lease(self, namespace: str, bot: str) -> RunnerObservation:
         lease = self.cache.lease(namespace, bot)
@@ -657,6 +682,7 @@ class Controller:
         namespace, name = key
         body = self.cache.bot(namespace, name)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            self._workload_seen.pop(key, None)
             return None  # the garbage collector removes what the bot owned
         if self._memory.lags(("status", "TradingBot", namespace, name), body["metadata"].get("resourceVersion")):
             # Our last status write has not reached the cache yet. What a reconcile records at "now" (a
@@ -680,6 +706,8 @@ class Controller:
         bot = self._with_round(key, self._with_override(ledger_.trusted(cached, ledger), now))
         source = self._config_source(bot)
         runner = self._observe(namespace, name)
+        if bot.spec.placement == Placement.CLUSTER:
+            runner = with_pod(runner, *self._runner_workload(key, now), now)
         plan = build_bot_plan(bot, source.valid, self._killswitch_models(), runner, self.defaults, now,
                               ledger_.lane_since(bot, ledger, now))
         live_runtime_cm = self.cache.owned("ConfigMap", namespace, runtime_configmap_name(name))
@@ -1152,6 +1180,8 @@ OWNED_RESOURCES: tuple[tuple[str, tuple[str, str] | tuple[str, str, str], bool],
 )
 LEASES: tuple[str, str, str] = ("coordination.k8s.io", "v1", "leases")
 PODS: tuple[str, str] = ("v1", "pods")
+#: Only the FailedCreate Events of StatefulSets (a server-side field selector): why a runner has no pod.
+EVENTS: tuple[str, str] = ("v1", "events")
 TRADINGBOTS: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "tradingbots")
 STRATEGYCONFIGS: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "strategyconfigs")
 KILLSWITCHES: tuple[str, str, str] = ("tradewarden.io", "v1alpha1", "killswitches")
@@ -1170,6 +1200,7 @@ def register(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, c
             settings.watching.field_selectors[selector] = f"metadata.name={FLEET_RBAC_NAME}"
     settings.watching.label_selectors[LEASES] = LABEL_BOT
     settings.watching.label_selectors[PODS] = LABEL_BOT
+    settings.watching.field_selectors[EVENTS] = "involvedObject.kind=StatefulSet,reason=FailedCreate"
 
     @kopf.on.login(registry=registry)
     def login(**kw: Any) -> kopf.ConnectionInfo | None:
@@ -1208,6 +1239,19 @@ def register(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, c
     async def pod_event(**kw: Any) -> None:
         ctl.mark_indexed()
         ctl.lease_event(kw["namespace"], kw["labels"][LABEL_BOT])
+
+    # Why a runner StatefulSet has no pod (the API server refused it): the StatefulSet controller's Events.
+    @kopf.index(*EVENTS, id=IDX_EVENTS, registry=registry)
+    def index_events(**kw: Any) -> dict[Any, Any]:
+        return {(kw["namespace"], str((kw["body"].get("involvedObject") or {}).get("name"))): slim_event(kw["body"])}
+
+    @kopf.on.event(*EVENTS, registry=registry)
+    async def statefulset_event(**kw: Any) -> None:
+        ctl.mark_indexed()
+        sts = ctl.cache.owned("StatefulSet", kw["namespace"], str((kw["body"].get("involvedObject") or {}).get("name")))
+        bot = ((sts or {}).get("metadata", {}).get("labels") or {}).get(LABEL_BOT)
+        if bot:
+            ctl.bots.trigger((kw["namespace"], bot))
 
     @kopf.index(*GATEOVERRIDES, id=IDX_GATEOVERRIDES, registry=registry)
     def index_gateoverrides(**kw: Any) -> dict[Any, Any]:

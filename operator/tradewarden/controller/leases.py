@@ -1,8 +1,13 @@
-"""Reading the runner's Lease: the only channel through which a runner reports (DESIGN.md, data flow).
+"""Reading the runner's Lease (the only channel through which a runner reports, DESIGN.md, data flow) and,
+for placement ``cluster``, the runner pod that renews it.
 
 Pure functions, no I/O. Called by the reconcilers in :mod:`tradewarden.controller.handlers` with the
-Lease from the watch cache, and by the policies in :mod:`~tradewarden.controller.status` and
-:mod:`~tradewarden.controller.switches` through the :class:`RunnerObservation` they get.
+Lease, the runner pod and its StatefulSet from the watch cache, and by the policies in
+:mod:`~tradewarden.controller.status` and :mod:`~tradewarden.controller.switches` through the
+:class:`RunnerObservation` they get. The pod is checked twice: whether it contradicts the Lease
+(:func:`pod_contradiction`, a sign of forgery) and why it cannot run (:func:`pod_problem`: what the kubelet,
+the scheduler or the StatefulSet controller say, which ``RunnerHealthy`` names instead of a bare missing
+heartbeat).
 
 The runner is another process, possibly an older or newer version, possibly broken: nothing it writes is
 trusted to parse. A malformed annotation is recorded in ``problems`` and otherwise ignored, so a bad
@@ -11,13 +16,17 @@ runner can make its own bot look unhealthy but can never crash the operator.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
+from tradewarden.api.conditions import bound_message
 from tradewarden.api.runtime import (
     ANN_APPLIED_HASH,
     ANN_KILL_ACKS,
@@ -31,6 +40,14 @@ from tradewarden.api.runtime import (
     Telemetry,
 )
 from tradewarden.api.tradingbot import KillMode
+
+
+class PodProblem(NamedTuple):
+    """Why the runner pod cannot run, as ``RunnerHealthy`` says it: a reason of :data:`POD_REASONS` and a
+    message naming the pod's own reason and what to do."""
+
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,10 @@ class RunnerObservation:
     #: Its acknowledgements and telemetry are then dropped, and its heartbeat counts as missing.
     contradiction: str = ""
     problems: tuple[str, ...] = ()
+    #: Why the runner pod (placement cluster) cannot run, from the pod and its StatefulSet (:func:`with_pod`).
+    pod_problem: PodProblem | None = None
+    #: When :func:`pod_problem` may change by itself (a StatefulSet without a pod past its grace).
+    pod_recheck_at: dt.datetime | None = None
 
     @property
     def bot_trip(self) -> KillMode:
@@ -186,6 +207,180 @@ def not_believed(observed: RunnerObservation, why: str) -> RunnerObservation:
     """``observed`` with nothing believed: no acknowledgements, no telemetry, no fresh heartbeat."""
     return RunnerObservation(lease_exists=observed.lease_exists, renew_time=observed.renew_time,
                              identity=observed.identity, contradiction=why, problems=observed.problems)
+
+
+# ----------------------------------------------------------------------------------------- why the pod cannot run
+
+#: How long a runner StatefulSet may be without its pod, after the StatefulSet was created or changed or its
+#: last pod went away, before that is reported: the StatefulSet controller creates a pod within seconds.
+NO_POD_GRACE = dt.timedelta(seconds=30)
+#: The longest part of a kubelet's, the scheduler's or the StatefulSet controller's message that is quoted.
+MAX_QUOTED = 300
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+#: ``RunnerHealthy`` reasons taken from the runner pod or its StatefulSet (:func:`pod_problem`).
+IMAGE_PULL_FAILED = "ImagePullFailed"
+CONTAINER_START_FAILED = "ContainerStartFailed"
+RUNNER_CRASHED = "RunnerCrashed"
+UNSCHEDULABLE = "Unschedulable"
+NO_RUNNER_POD = "NoRunnerPod"
+POD_REASONS = frozenset({IMAGE_PULL_FAILED, CONTAINER_START_FAILED, RUNNER_CRASHED, UNSCHEDULABLE, NO_RUNNER_POD})
+
+#: The kubelet alternates between these two while it backs off: one wording for both keeps the status still.
+_PULL_BACKOFF = frozenset({"ErrImagePull", "ImagePullBackOff"})
+_PULL_OTHER = frozenset({"ImageInspectError", "SignatureValidationFailed", "RegistryUnavailable"})
+_START_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+                            "PreStartHookError", "PostStartHookError"})
+#: A run of 24 or more token characters with a letter and a digit in it: perhaps a key or a token (a quoted
+#: message may carry one), or a container id or digest (harmless, but not worth the risk).
+_TOKEN_LIKE = re.compile(r"(?=[A-Za-z0-9+_]*[0-9])(?=[A-Za-z0-9+_]*[A-Za-z])[A-Za-z0-9+_]{24,}")
+
+
+@dataclass(frozen=True)
+class RunnerWorkload:
+    """What :func:`pod_problem` needs of a bot's runner StatefulSet (:func:`workload_facts`)."""
+
+    namespace: str
+    statefulset: str
+    pod: str
+    #: The runner image of its pod template ("" when it has none).
+    image: str = ""
+    #: ``metadata.creationTimestamp``.
+    created: dt.datetime | None = None
+    #: When the operator first saw the StatefulSet's current generation together with its current pod (or
+    #: the absence of one): the API server records neither moment, so the operator remembers it.
+    changed: dt.datetime | None = None
+    #: The message of the newest ``FailedCreate`` Event of this StatefulSet ("" when there is none).
+    failed_create: str = ""
+
+    @property
+    def settled_at(self) -> dt.datetime | None:
+        """When a missing pod starts to count: the grace runs from the later of creation and change."""
+        times = [t for t in (self.created, self.changed) if t is not None]
+        return max(times) if times else None
+
+
+def workload_facts(sts: Mapping[str, Any], pod: str, changed: dt.datetime | None,
+                   events: Iterable[Mapping[str, Any]] = ()) -> RunnerWorkload:
+    """The facts of the StatefulSet ``sts`` (from the watch cache) for :func:`pod_problem`; ``events`` are its
+    cached ``FailedCreate`` Events (:func:`tradewarden.controller.cache.slim_event`), of any incarnation."""
+    meta, spec = sts.get("metadata") or {}, sts.get("spec") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    image = next((str(c.get("image") or "") for c in containers if c.get("name") == "runner"), "")
+    uid = meta.get("uid")
+    newest = max((e for e in events if (e.get("involvedObject") or {}).get("uid") == uid),
+                 key=lambda e: parse_time(e.get("time")) or _EPOCH, default=None)
+    return RunnerWorkload(namespace=str(meta.get("namespace") or ""), statefulset=str(meta.get("name") or ""),
+                          pod=pod, image=image, created=parse_time(meta.get("creationTimestamp")), changed=changed,
+                          failed_create=str((newest or {}).get("message") or ""))
+
+
+def with_pod(observed: RunnerObservation, pod: Mapping[str, Any] | None, workload: RunnerWorkload | None,
+             now: dt.datetime) -> RunnerObservation:
+    """``observed`` with what the runner pod and its StatefulSet say (placement cluster only)."""
+    recheck = None
+    if pod is None and workload is not None and (settled := workload.settled_at) is not None \
+            and now <= settled + NO_POD_GRACE:
+        recheck = settled + NO_POD_GRACE
+    return dataclasses.replace(observed, pod_problem=pod_problem(pod, workload, now), pod_recheck_at=recheck)
+
+
+def pod_problem(pod: Mapping[str, Any] | None, workload: RunnerWorkload | None,
+                now: dt.datetime) -> PodProblem | None:
+    """Why the runner pod cannot run, from the pod itself (:func:`tradewarden.controller.cache.slim_pod`) and
+    its StatefulSet; None when nothing says so (running, starting, or no StatefulSet yet).
+
+    In this order: a pod on its way out says nothing (its successor is judged); the scheduler's Unschedulable;
+    each container's own reason, init containers first, then the runner: an image that cannot be pulled, a
+    container that cannot be created or started, a crash (CrashLoopBackOff, or terminated with a non-zero
+    exit code); and, without a pod, a StatefulSet that has had none for longer than :data:`NO_POD_GRACE`.
+    Messages quote the kubelet's and the scheduler's words bounded and without anything token-like.
+    """
+    if pod is None:
+        return _no_pod(workload, now)
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return None
+    namespace = str(meta.get("namespace") or (workload.namespace if workload else ""))
+    name = str(meta.get("name") or (workload.pod if workload else ""))
+    describe = f"`kubectl describe pod -n {namespace} {name}`"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and \
+                cond.get("reason") == "Unschedulable":
+            return PodProblem(UNSCHEDULABLE, (
+                f"the runner pod {name} cannot be scheduled: {quoted(cond.get('message'))}; when that names "
+                f"Insufficient cpu or memory, spec.runner.resources requests more than any node has free: lower "
+                f"them (or add capacity); {describe}"))
+    init = list(status.get("initContainerStatuses") or [])
+    containers = sorted(status.get("containerStatuses") or [], key=lambda c: c.get("name") != "runner")
+    for container in (*init, *containers):
+        found = _container_problem(container, namespace, name, workload.image if workload else "", describe)
+        if found is not None:
+            return found
+    return None
+
+
+def quoted(text: Any, limit: int = MAX_QUOTED) -> str:
+    """Someone else's message (a kubelet's, the scheduler's) for a condition: on one line, anything that
+    may be a secret left out, bounded."""
+    words = " ".join(str(text or "").split())[:4 * limit]
+    return bound_message(_TOKEN_LIKE.sub("(not shown)", words), limit) or "(no message)"
+
+
+def _container_problem(container: Mapping[str, Any], namespace: str, pod: str, template_image: str,
+                       describe: str) -> PodProblem | None:
+    name = str(container.get("name") or "")
+    state = container.get("state") or {}
+    waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+    why = str(waiting.get("reason") or "")
+    image = str(container.get("image") or (template_image if name == "runner" else "")) or "(unknown)"
+    who = f"container {name} of the runner pod {pod}"
+    if why in _PULL_BACKOFF or why in _PULL_OTHER:
+        said = "ErrImagePull/ImagePullBackOff" if why in _PULL_BACKOFF else why
+        return PodProblem(IMAGE_PULL_FAILED, (
+            f"{who} cannot pull its image {image} ({said}): check spec.runner.image (the repository and tag "
+            f"exist, the node may pull from that registry), or load the image onto the node; {describe}"))
+    if why == "ErrImageNeverPull":
+        return PodProblem(IMAGE_PULL_FAILED, (
+            f"{who}: its image {image} is not on the node and its pull policy is Never (ErrImageNeverPull): load "
+            f"the image onto the node, or check spec.runner.image"))
+    if why == "InvalidImageName":
+        return PodProblem(IMAGE_PULL_FAILED, (
+            f"{who}: {image} is not a valid image reference (InvalidImageName): fix spec.runner.image"))
+    if why in _START_REASONS:
+        return PodProblem(CONTAINER_START_FAILED, (
+            f"{who} cannot be started ({why}): {quoted(waiting.get('message'))}; {describe}"))
+    crashed = why == "CrashLoopBackOff"
+    if not crashed and not (terminated and terminated.get("exitCode") not in (0, None)):
+        return None
+    last = terminated or ((container.get("lastState") or {}).get("terminated") or {})
+    code = last.get("exitCode")
+    exited = f"exited with code {code}" if isinstance(code, int) else "exited"
+    if last.get("reason"):
+        exited += f" ({quoted(last.get('reason'), 40)})"
+    restarts = container.get("restartCount")
+    tail = f", restarted {restarts} times" if isinstance(restarts, int) and restarts else ""
+    memory = ("; it ran out of memory: raise spec.runner.resources.limits.memory"
+              if last.get("reason") == "OOMKilled" else "")
+    logs = f"`kubectl logs -n {namespace} {pod} -c {name}{' --previous' if crashed else ''}`"
+    return PodProblem(RUNNER_CRASHED, (
+        f"{who} {exited}{tail}{' (CrashLoopBackOff)' if crashed else ''}{memory}; its log says why: {logs}"))
+
+
+def _no_pod(workload: RunnerWorkload | None, now: dt.datetime) -> PodProblem | None:
+    if workload is None:
+        return None
+    settled = workload.settled_at
+    if settled is None or now - settled <= NO_POD_GRACE:
+        return None
+    seconds = int(NO_POD_GRACE.total_seconds())
+    message = (f"StatefulSet {workload.statefulset} has had no pod {workload.pod} for more than {seconds} s: the "
+               f"API server refuses it or the StatefulSet controller cannot create it (PodSecurity, a ResourceQuota "
+               f"or LimitRange, an admission webhook); its Events say which: "
+               f"`kubectl describe statefulset -n {workload.namespace} {workload.statefulset}`")
+    if workload.failed_create:
+        message += f"; the latest FailedCreate: {quoted(workload.failed_create, 2 * MAX_QUOTED)}"
+    return PodProblem(NO_RUNNER_POD, message)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -13,7 +13,8 @@ flips; the reconciler schedules itself for the moment a fresh heartbeat would go
 
 The phase is a chain of checks; the first that applies names the phase and the reason:
 Invalid (no valid config at all) > Halted (a kill mode applies) > Pending (no heartbeat yet) >
-Degraded (stale heartbeat, rejected config, invalid edit running the last good config) > Running.
+Degraded (stale heartbeat, a runner pod that says why it cannot run, rejected config, invalid edit running
+the last good config) > Running.
 
 The promotion gate's record is part of the status this module computes: ``replay`` and ``consensus``
 (a round found by :mod:`tradewarden.controller.promotion` is merged in by
@@ -61,7 +62,7 @@ from tradewarden.api.tradingbot import (
 )
 from tradewarden.controller import gate
 from tradewarden.controller.builders import BotPlan, ValidConfig
-from tradewarden.controller.leases import RunnerObservation
+from tradewarden.controller.leases import POD_REASONS, RunnerObservation
 from tradewarden.controller.ramp import ADVANCE, PAUSE, RESET, RESUME, START
 from tradewarden.strategies import (
     StrategyLayerError,
@@ -207,6 +208,19 @@ def _config_applied(plan: BotPlan, runner: RunnerObservation) -> _Verdict:
 
 
 def _runner_healthy(bot: TradingBot, runner: RunnerObservation, now: dt.datetime) -> _Verdict:
+    """From the Lease; an unhealthy runner whose pod says why it cannot run (placement cluster) is named by
+    the pod's reason instead (:func:`tradewarden.controller.leases.pod_problem`). The pod only ever explains
+    a False verdict: it never turns one True, nor a fresh, believed heartbeat False."""
+    verdict = _lease_verdict(bot, runner, now)
+    problem = runner.pod_problem
+    if problem is None or verdict.status is True or bot.spec.placement != Placement.CLUSTER:
+        return verdict
+    tail = (f"; Lease {lease_name(bot.metadata.name)} is not believed either (condition Intact)"
+            if runner.contradiction else "")
+    return _Verdict(False, problem.reason, bound_message(problem.message, MAX_MESSAGE - len(tail)) + tail)
+
+
+def _lease_verdict(bot: TradingBot, runner: RunnerObservation, now: dt.datetime) -> _Verdict:
     grace = bot.spec.runner.heartbeat_grace_seconds
     lease = lease_name(bot.metadata.name)
     if runner.contradiction:
@@ -246,7 +260,7 @@ def _phase(source: ConfigSource, plan: BotPlan, healthy: _Verdict, applied: _Ver
         return BotPhase.HALTED, "KillSwitchEngaged", f"kill mode {plan.kill.mode.value}: {plan.kill.reason}"
     if healthy.reason == "NoHeartbeat":
         return BotPhase.PENDING, healthy.reason, healthy.message
-    if healthy.reason in ("HeartbeatStale", "LeaseContradicted"):
+    if healthy.reason in ("HeartbeatStale", "LeaseContradicted") or healthy.reason in POD_REASONS:
         return BotPhase.DEGRADED, healthy.reason, healthy.message
     if applied.reason == "Rejected":
         return BotPhase.DEGRADED, "ConfigRejected", applied.message
@@ -392,6 +406,11 @@ def bot_events(old: TradingBotStatus, new: TradingBotStatus) -> list[EventSpec]:
         bad = new.phase in (BotPhase.DEGRADED, BotPhase.INVALID, BotPhase.HALTED)
         events.append(EventSpec("Warning" if bad else "Normal", "PhaseChanged",
                                 f"{old.phase.value} -> {new.phase.value}: {phase_message(new)}"))
+    healthy = get_condition(new.conditions, "RunnerHealthy")
+    if healthy is not None and healthy.reason in POD_REASONS and \
+            _cond_reason(old.conditions, "RunnerHealthy") != healthy.reason:
+        # Why the runner pod cannot run, once per reason entered (the Event's reason is the condition's).
+        events.append(EventSpec("Warning", healthy.reason, f"RunnerHealthy: {healthy.message}"))
     if old.effective_mode != new.effective_mode:
         promoted = get_condition(new.conditions, "Promoted")
         events.append(EventSpec("Normal", "ModeChanged",
@@ -491,7 +510,8 @@ def _cond_message(conditions: Sequence[Condition], type_: str) -> str:
 
 
 def next_bot_check(bot: TradingBot, plan: BotPlan, runner: RunnerObservation, now: dt.datetime) -> float | None:
-    """Seconds until this bot's status may change by itself (heartbeat or evidence going stale)."""
+    """Seconds until this bot's status may change by itself (heartbeat or evidence going stale, a runner
+    StatefulSet's grace for its missing pod ending)."""
     times: list[dt.datetime] = []
     grace = bot.spec.runner.heartbeat_grace_seconds
     if runner.heartbeat_fresh(now, grace) and runner.renew_time is not None:
@@ -500,6 +520,8 @@ def next_bot_check(bot: TradingBot, plan: BotPlan, runner: RunnerObservation, no
         times.append(plan.promotion.expires_at)
     if plan.ramp.dwell_ends is not None:
         times.append(plan.ramp.dwell_ends)
+    if runner.pod_recheck_at is not None:
+        times.append(runner.pod_recheck_at)
     future = [t for t in times if t > now]
     if not future:
         return None
