@@ -17,7 +17,8 @@ def _start_cluster(tmp_root: pathlib.Path) -> tuple[Cluster, object | None]:
     mode = os.environ.get("TRADEWARDEN_CLUSTER", "local")
     if mode == "current":
         kubeconfig = os.environ.get("KUBECONFIG", str(pathlib.Path.home() / ".kube" / "config"))
-        return Cluster(kubeconfig=kubeconfig, owned=False), None
+        # Images built from this tree and loaded onto that cluster's nodes by you (docs/TESTING.md).
+        return Cluster(kubeconfig=kubeconfig, owned=False, image_tag=os.environ.get("TRADEWARDEN_IMAGE_TAG")), None
     if mode != "local":
         raise pytest.UsageError(f"TRADEWARDEN_CLUSTER must be 'local' or 'current' (got {mode!r})")
     from cluster import localcluster
@@ -26,12 +27,12 @@ def _start_cluster(tmp_root: pathlib.Path) -> tuple[Cluster, object | None]:
     shared = pathlib.Path(os.environ.get("TRADEWARDEN_CLUSTER_DIR", str(localcluster.DEFAULT_DIR)))
     state = localcluster.State.load(shared)
     if state and localcluster.healthy(state):
-        return Cluster(kubeconfig=state.kubeconfig, owned=False,
+        return Cluster(kubeconfig=state.kubeconfig, owned=False, image_tag=localcluster.ensure_images(state),
                        audit_log=pathlib.Path(state.dir) / "logs" / "audit.log"), None
     state_dir = tmp_root / "controlplane"
     state = localcluster.up(state_dir)
     cluster = Cluster(kubeconfig=state.kubeconfig, owned=True, startup_seconds=state.startup_seconds,
-                      audit_log=state_dir / "logs" / "audit.log")
+                      audit_log=state_dir / "logs" / "audit.log", image_tag=localcluster.ensure_images(state))
     return cluster, state_dir
 
 

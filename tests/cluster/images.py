@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import pathlib
@@ -81,7 +82,8 @@ def buildah(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     root = cache_root() / "storage"
     argv = ["buildah", "--root", str(root), "--runroot", "/run/tradewarden-buildah", "--storage-driver", "overlay",
             *args]
-    return subprocess.run(argv, check=True, text=True, **kw)  # type: ignore[call-overload, no-any-return]
+    kw.setdefault("check", True)
+    return subprocess.run(argv, text=True, **kw)  # type: ignore[call-overload, no-any-return]
 
 
 def _image_exists(ref: str) -> bool:
@@ -241,16 +243,30 @@ def build_pause() -> pathlib.Path:
 
 
 def build_all() -> dict[str, pathlib.Path]:
-    """Every image the node needs: name:tag -> docker archive."""
+    """Every image the node needs: name:tag -> docker archive. One build at a time on this machine
+    (two test sessions may ask at once); older builds of our two images are removed from the store."""
     started = time.monotonic()
-    base = build_base()
-    wheels = build_wheels()
-    tag = image_tag()
-    out = {PAUSE_IMAGE: build_pause()}
-    for kind, name in (("operator", OPERATOR_IMAGE), ("runner", RUNNER_IMAGE)):
-        out[f"{name}:{tag}"] = build_image(kind, base, wheels, tag)
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with open(cache_root() / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        base = build_base()
+        wheels = build_wheels()
+        tag = image_tag()
+        out = {PAUSE_IMAGE: build_pause()}
+        for kind, name in (("operator", OPERATOR_IMAGE), ("runner", RUNNER_IMAGE)):
+            out[f"{name}:{tag}"] = build_image(kind, base, wheels, tag)
+        _prune(tag)
     _timed("images ready", started)
     return out
+
+
+def _prune(keep: str) -> None:
+    listed = buildah("images", "--format", "{{.Name}}:{{.Tag}}", capture_output=True).stdout.split()
+    old = [ref for ref in listed if any(ref.startswith(f"localhost/{n}:{LOCAL_TAG}-") or ref.startswith(f"{n}:")
+                                        for n in (OPERATOR_IMAGE, RUNNER_IMAGE)) and not ref.endswith(f":{keep}")]
+    if old:
+        buildah("rmi", "--force", *old, capture_output=True, check=False)
+    buildah("rmi", "--prune", capture_output=True, check=False)  # the builder stages left untagged
 
 
 def load(images: dict[str, pathlib.Path], containerd_socket: pathlib.Path) -> None:

@@ -444,6 +444,28 @@ def up(state_dir: pathlib.Path, timeout: float = 120.0) -> State:
     return state
 
 
+def ensure_images(state: State) -> str:
+    """Build the images of the current source (cached) and import any the running node lacks; return the
+    tag the operator and runner images carry on the node. A cluster left running by `make cluster-up`
+    thus always runs the code under test, not the code it was started with."""
+    built = images.build_all()
+    sock = pathlib.Path(state.dir) / "node" / "containerd" / "containerd.sock"
+    listed = subprocess.run(["ctr", "--address", str(sock), "-n", "k8s.io", "images", "ls", "-q"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    have = {ref.removeprefix("docker.io/") for ref in listed}
+    missing = {ref: archive for ref, archive in built.items() if ref not in have}
+    if missing:
+        images.load(missing, sock)
+    # Builds of older trees go (the kubelet's image GC is off on this node: it must not drop ours).
+    stale = [ref for ref in listed if ref.removeprefix("docker.io/") not in built
+             and ref.removeprefix("docker.io/").startswith((images.OPERATOR_IMAGE + ":", images.RUNNER_IMAGE + ":"))]
+    if stale:
+        subprocess.run(["ctr", "--address", str(sock), "-n", "k8s.io", "images", "rm", *stale],
+                       capture_output=True, check=False)
+    # The tag of what was just built (the tree may change while a build runs).
+    return next(ref for ref in built if ref.startswith(images.RUNNER_IMAGE + ":")).split(":", 1)[1]
+
+
 def _timed_step(label: str, fn: object) -> dict[str, pathlib.Path]:
     started = time.monotonic()
     out = fn()  # type: ignore[operator]

@@ -30,6 +30,7 @@ POD_SUBNET = "10.244.0.0/24"
 BRIDGE_IP = "10.244.0.1"
 SERVICE_RANGE = "10.96.0.0/24"
 SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: the first address of the range
+DNS_IP = "10.96.0.10"  # the resolver address pods are given; nothing answers there
 STORAGE_CLASS = "tradewarden-local"
 CNI_BIN = pathlib.Path("/usr/lib/cni")
 FIREWALL_CHAIN = "TRADEWARDEN-ISOLATE"
@@ -178,8 +179,9 @@ def kubelet_config(node: pathlib.Path, pki: pathlib.Path, port: int, healthz: in
         # No systemd here and cgroups are v1: the kubelet warns that v1 is in maintenance mode.
         "cgroupDriver": "cgroupfs", "failCgroupV1": False,
         "containerRuntimeEndpoint": f"unix://{node}/containerd/containerd.sock",
-        # Pods get a resolver file that points nowhere outside this machine.
-        "resolvConf": str(node / "resolv.conf"),
+        # Pods get a resolver that points nowhere outside this machine: a Service address nothing serves
+        # (no pod here needs names; they reach the API server and the emulator by address).
+        "resolvConf": str(node / "resolv.conf"), "clusterDNS": [DNS_IP], "clusterDomain": "cluster.local",
         "failSwapOn": False,
         # A test node: do not evict for a full disk or garbage-collect the images we imported.
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",

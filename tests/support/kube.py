@@ -27,6 +27,8 @@ class Cluster:
     owned: bool
     startup_seconds: float | None = None
     audit_log: pathlib.Path | None = None
+    #: The tag of the operator and runner images on the cluster's node (images built from this tree).
+    image_tag: str | None = None
 
     @property
     def env(self) -> dict[str, str]:
