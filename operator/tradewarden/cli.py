@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--allowed-api-url", action="append", default=[], metavar="PREFIX",
                     help="A venue URL prefix to which a bot with credentials may point spec.exchange.apiUrl "
                          "(repeatable; default: none, so credentials go only to the venue's own endpoints).")
+    op.add_argument("--ensure-killswitch", default=None, metavar="NAME",
+                    help="At start, create the cluster-scoped KillSwitch NAME with mode off if it does not exist "
+                         "(an existing one is never changed or deleted). The chart passes it for its global "
+                         "switch.")
+    op.add_argument("--ensure-killswitch-reason", default=None, metavar="TEXT",
+                    help="spec.reason of the KillSwitch that --ensure-killswitch creates.")
     op.add_argument("--verbose", action="store_true")
 
     rn = sub.add_parser("runner", help="Run one bot.")

@@ -66,14 +66,12 @@ say "loading the images into the cluster"
 kind load docker-image --name "$CLUSTER_NAME" "tradewarden/operator:$TAG" "tradewarden/runner:$TAG"
 
 # ------------------------------------------------------------------ chart
-# Two steps on a fresh cluster: helm must be able to map every object of a release before it creates
-# any, and the KillSwitch kind does not exist until the first step has created the CRDs.
+# One step on a fresh cluster: the chart renders no KillSwitch; the operator creates `global` at start.
 say "installing the chart (CRDs, RBAC, operator)"
 "$HELM" install "$RELEASE" charts/tradewarden --kube-context "$CONTEXT" -n "$OPERATOR_NS" --create-namespace \
-  --set image.tag="$TAG" --set runnerImage.tag="$TAG" --set globalKillSwitch.create=false --wait --timeout 5m
-say "adding the global kill switch"
-"$HELM" upgrade "$RELEASE" charts/tradewarden --kube-context "$CONTEXT" -n "$OPERATOR_NS" --reuse-values \
-  --set globalKillSwitch.create=true --wait --timeout 2m
+  --set image.tag="$TAG" --set runnerImage.tag="$TAG" --wait --timeout 5m
+say "waiting for the operator to create the global kill switch"
+for _ in $(seq 60); do k get killswitch global >/dev/null 2>&1 && break; sleep 1; done
 k get killswitch global
 
 # ------------------------------------------------------------------ a bot

@@ -190,23 +190,55 @@ def test_reviewers_file_and_exactly_their_secrets(helm_bin: pathlib.Path) -> Non
     assert "checksum/reviewers" in pod["metadata"]["annotations"]
 
 
-def test_sync_waves_order_crds_then_the_brake_then_the_rest(helm_bin: pathlib.Path) -> None:
+def test_sync_waves_order_crds_then_the_rest(helm_bin: pathlib.Path) -> None:
     docs = render(helm_bin, *all_flags("tw-system"))
     for doc in docs:
         wave = (doc["metadata"].get("annotations") or {}).get("argocd.argoproj.io/sync-wave", "0")
-        expected = {"CustomResourceDefinition": "-10", "KillSwitch": "-5"}.get(doc["kind"], "0")
+        expected = "-10" if doc["kind"] == "CustomResourceDefinition" else "0"
         assert wave == expected, f"{doc['kind']} {doc['metadata']['name']}: sync-wave {wave}, want {expected}"
     assert {d["spec"]["names"]["kind"] for d in by_kind(docs, "CustomResourceDefinition")} == \
         {"TradingBot", "StrategyConfig", "KillSwitch", "GateOverride"}
 
 
-def test_global_killswitch_is_off_and_kept(helm_bin: pathlib.Path) -> None:
-    ks = one(render(helm_bin), "KillSwitch", "global")
-    assert ks["spec"]["mode"] == "off"
-    annotations = ks["metadata"]["annotations"]
-    assert annotations["helm.sh/resource-policy"] == "keep"
-    assert {"Prune=false", "Delete=false"} <= set(annotations["argocd.argoproj.io/sync-options"].split(","))
-    assert by_kind(render(helm_bin, "--set", "globalKillSwitch.create=false"), "KillSwitch") == []
+def _operator_args(docs: list[Doc]) -> list[str]:
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    args: list[str] = container["args"]
+    return args
+
+
+def test_global_killswitch_is_the_operators_not_a_chart_object(helm_bin: pathlib.Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart renders no KillSwitch, with every flag: one install works on a cluster without the CRDs
+    (Helm maps every object before creating any), and no upgrade, sync or uninstall can reset or delete
+    the brake. The operator creates it instead (--ensure-killswitch): its role holds create on
+    killswitches, and neither update nor delete (the ensure logic: tests/integration/test_global_killswitch.py)."""
+    for args in ((), all_flags("tw-system"), ("--set", "globalKillSwitch.create=false")):
+        docs = render(helm_bin, *args)
+        assert by_kind(docs, "KillSwitch") == [], args
+        assert not [d for d in docs if "helm.sh/hook" in (d["metadata"].get("annotations") or {})], \
+            "no Helm hooks: Argo CD re-applies them on every sync"
+    args = _operator_args(render(helm_bin, "--set", "globalKillSwitch.name=brake",
+                                 "--set", "globalKillSwitch.reason=set up: by the chart"))
+    assert "--ensure-killswitch=brake" in args
+    assert "--ensure-killswitch-reason=set up: by the chart" in args
+    assert "--ensure-killswitch=global" in _operator_args(render(helm_bin))
+    assert not [a for a in _operator_args(render(helm_bin, "--set", "globalKillSwitch.create=false"))
+                if a.startswith("--ensure-killswitch")]
+    role = one(render(helm_bin), "ClusterRole", "tw-tradewarden-operator")
+    verbs = {v for rule in role["rules"] if "tradewarden.io" in rule["apiGroups"]
+             and "killswitches" in rule["resources"] for v in rule["verbs"]}
+    assert verbs == {"get", "list", "watch", "create", "patch"}, "never update or delete a brake"
+    # The operator accepts the flags exactly as the chart passes them.
+    from tradewarden import cli
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr("tradewarden.controller.main.run_operator", lambda parsed: seen.update(vars(parsed)) or 0)
+    assert cli.main(_operator_args(render(helm_bin))) == 0
+    assert (seen["ensure_killswitch"], seen["ensure_killswitch_reason"]) == \
+        ("global", "Installed by the tradewarden chart; engage by patching spec.mode.")
+
+
+def test_crds_are_kept_and_optional(helm_bin: pathlib.Path) -> None:
     crds = render(helm_bin, "--set", "crds.install=false")
     assert by_kind(crds, "CustomResourceDefinition") == []
     for crd in by_kind(render(helm_bin), "CustomResourceDefinition"):
@@ -368,7 +400,8 @@ def chart_release(helm_bin: pathlib.Path, cluster: Cluster, namespace: str) -> I
     shared_before = cluster.kubectl("get", "clusterrole", SHARED_RUNNER_ROLE, "-o", "json", check=False)
     install = run_helm(
         helm_bin, "install", release, str(CHART), "-n", namespace,
-        # The session fixture installed the CRDs, and the `global` switch is shared by every test.
+        # The session fixture installed the CRDs, and no test may create `global` (it would brake every bot
+        # of the shared cluster once engaged): the operator below ensures a switch of this test's own.
         "--set", "crds.install=false", "--set", "globalKillSwitch.create=false",
         "--set-json", f'operator.namespaces=["{prefix}-*"]',
         "--set-json", f'rbac.credentialsNamespaces=["{creds_ns}"]',
@@ -427,6 +460,7 @@ def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
         ("patch", "tradingbots.tradewarden.io", "--subresource=status", "-n", bots_ns),
         ("patch", "killswitches.tradewarden.io/global"),
         ("list", "killswitches.tradewarden.io"),
+        ("create", "killswitches.tradewarden.io"),  # --ensure-killswitch
         ("create", "configmaps", "-n", bots_ns),
         # Held to grant each runner get+update on its own evidence ConfigMap (builders.runner_rules).
         ("update", "configmaps", "-n", bots_ns),
@@ -453,6 +487,7 @@ def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
         ("update", "tradingbots.tradewarden.io", "-n", bots_ns),
         ("delete", "tradingbots.tradewarden.io", "-n", bots_ns),
         ("delete", "killswitches.tradewarden.io/global"),
+        ("update", "killswitches.tradewarden.io/global"),
         ("create", "deployments.apps", "-n", bots_ns),
     ]
     wrong = [("allowed", a) for a in allowed if not _can_i(cluster, account, *a)]
@@ -462,8 +497,11 @@ def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
     # 3. The real operator, as a local process authenticated as the chart's ServiceAccount.
     sa_cluster = Cluster(kubeconfig=_token_kubeconfig(cluster, ns, chart_release["account"],
                                                       tmp_path / "sa.kubeconfig"), owned=False)
-    # The chart's release namespace is the operator's own (its gate ledger and key), as in the Deployment.
-    op = OperatorProcess(sa_cluster, tmp_path / "operator", prefix=prefix, ledger_ns=ns)
+    # The chart's release namespace is the operator's own (its gate ledger and key), as in the Deployment;
+    # and it ensures a global switch as the Deployment's --ensure-killswitch does (a name of its own).
+    brake = f"{prefix}-global"
+    op = OperatorProcess(sa_cluster, tmp_path / "operator", prefix=prefix, ledger_ns=ns,
+                         extra_args=("--ensure-killswitch", brake))
     cluster.kubectl("create", "namespace", bots_ns)
     try:
         op.start()
@@ -488,6 +526,8 @@ def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
                 s.get("namespace") == bots_ns
                 for s in cluster.get_json("clusterrolebinding", SHARED_RUNNER_ROLE).get("subjects") or []),
                 timeout=30, what="the runner in the shared kill-switch binding")
+            cluster.wait_for(lambda: cluster.kubectl("get", "killswitch", brake, check=False).returncode == 0,
+                             timeout=30, what=f"KillSwitch {brake} created under the chart's RBAC")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- operator log ---\n{op.log()}") from None
         # Not a bare "403": log timestamps carry milliseconds (",403") and would match it.
@@ -497,6 +537,7 @@ def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
     finally:
         op.stop()
         cluster.kubectl("delete", "namespace", bots_ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "killswitch", brake, "--ignore-not-found", "--wait=false", check=False)
 
 
 def test_kubeconfig_helper_keeps_no_admin_credentials(tmp_path: pathlib.Path) -> None:

@@ -30,6 +30,11 @@ The promotion gate's external reviewers come from ``--reviewers FILE`` (see
 stops the operator before it reconciles anything (exit code 2), rather than running with fewer reviewers
 than intended. Without the flag, only the built-in reviewers vote.
 
+With ``--ensure-killswitch NAME`` (the chart passes it for its ``global`` switch), the operator creates
+that cluster-scoped KillSwitch with mode off when it is missing, in a background task that retries until
+it succeeds and never stops the operator; an existing switch is never changed (see
+:mod:`tradewarden.controller.globalswitch`).
+
 Environment: ``TRADEWARDEN_RUNNER_IMAGE`` (default runner image when ``--runner-image`` is not given),
 ``TRADEWARDEN_MANAGE_RUNNER_CLUSTERROLE=false`` (the chart installs the shared ClusterRole; the operator
 then leaves it to Helm), ``TRADEWARDEN_INSTANCE`` (appended to the user agent, to tell instances apart
@@ -59,6 +64,7 @@ from tradewarden.api.runtime import GATE_KEY_CONFIGMAP
 from tradewarden.consensus import builtin_reviewers
 from tradewarden.controller.builders import OperatorDefaults
 from tradewarden.controller.cache import Cache
+from tradewarden.controller.globalswitch import DEFAULT_REASON, Ensured, ensure_killswitch_until_done
 from tradewarden.controller.handlers import Controller, Scope, register
 from tradewarden.controller.keys import GateKeyError, ensure_signer
 from tradewarden.controller.kube import Kube
@@ -165,6 +171,13 @@ async def operate(args: argparse.Namespace, reviewers: list[ReviewerConfig] | No
     if port:
         http = await serve_http(port, metrics, ready, ctl)
     resync = asyncio.create_task(ctl.resync_forever(RESYNC_SECONDS), name="tradewarden resync")
+    brake: asyncio.Task[Ensured | None] | None = None
+    brake_name = getattr(args, "ensure_killswitch", None)
+    if brake_name:  # the cluster-wide brake: created when missing, never changed (globalswitch.py)
+        reason = getattr(args, "ensure_killswitch_reason", None)
+        brake = asyncio.create_task(
+            ensure_killswitch_until_done(kube, brake_name, DEFAULT_REASON if reason is None else reason),
+            name="tradewarden ensure killswitch")
     logger.info("tradewarden operator %s starting (%s, runner image %s, %d external reviewer(s))", __version__,
                 f"namespaces {', '.join(namespaces)}" if namespaces else "cluster-wide", image, len(reviewers or []))
     try:
@@ -178,6 +191,8 @@ async def operate(args: argparse.Namespace, reviewers: list[ReviewerConfig] | No
         )
     finally:
         resync.cancel()
+        if brake is not None:
+            brake.cancel()
         if http is not None:
             await http.cleanup()
         logger.info("tradewarden operator stopped")
