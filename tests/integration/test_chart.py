@@ -400,8 +400,8 @@ def chart_release(helm_bin: pathlib.Path, cluster: Cluster, namespace: str) -> I
     shared_before = cluster.kubectl("get", "clusterrole", SHARED_RUNNER_ROLE, "-o", "json", check=False)
     install = run_helm(
         helm_bin, "install", release, str(CHART), "-n", namespace,
-        # The session fixture installed the CRDs, and no test may create `global` (it would brake every bot
-        # of the shared cluster once engaged): the operator below ensures a switch of this test's own.
+        # The session fixture installed the CRDs. `global` selects every bot of the shared cluster: the
+        # operator below ensures a switch of this test's own name instead (and deletes it afterwards).
         "--set", "crds.install=false", "--set", "globalKillSwitch.create=false",
         "--set-json", f'operator.namespaces=["{prefix}-*"]',
         "--set-json", f'rbac.credentialsNamespaces=["{creds_ns}"]',
