@@ -362,6 +362,52 @@ def test_timed_out_order_is_not_duplicated_even_when_it_lands_late(
     assert emu.request_count("POST", "/api/v3/order") == 2  # the late twin was refused as a duplicate
 
 
+def test_rest_fault_holds_an_order_on_the_book_until_it_is_canceled(
+    emu: Emulator, client: ExchangeClient
+) -> None:
+    client.load_markets()
+    emu.inject_fault("rest", count=1)  # no path: it waits for the next order placement
+    client.fetch_ticker(BTC)
+    assert emu.state()["faults"][0]["kind"] == "rest"
+    held = client.create_order(buy("held-1", 0.01))
+    assert (held.status, held.filled) == (OrderStatus.OPEN, 0.0)
+    assert client.fetch_balance()["USDT"].used > 0
+    emu.advance(50)  # bars trading through any price never match a held order
+    assert [o.client_order_id for o in client.fetch_open_orders(BTC)] == ["held-1"]
+    canceled = client.cancel_order(BTC, held.id)
+    assert canceled.status is OrderStatus.CANCELED
+    assert client.fetch_balance()["USDT"].free == 10_000.0
+    assert client.create_order(buy("after", 0.01)).status is OrderStatus.CLOSED  # the fault is used up
+
+
+def test_a_deadline_bounds_every_call_and_its_retries(emu: Emulator, sleeps: SleepRecorder) -> None:
+    patient = RetryPolicy(max_attempts=10, base_delay=5.0, max_delay=5.0, max_elapsed=120.0)
+    with make_client(emu, sleeps, retry_policy=patient) as bounded:
+        bounded.load_markets()
+        bounded.set_deadline(time.monotonic() - 1)
+        with pytest.raises(RetryLater, match="deadline has passed"):
+            bounded.fetch_ticker(BTC)
+        assert emu.request_count("GET", "/api/v3/ticker/24hr") == 0  # not even asked
+        # A retry that would start after the deadline is not made.
+        emu.inject_fault("503", count=10, path="/api/v3/ticker/24hr")
+        bounded.set_deadline(time.monotonic() + 2.0)
+        with pytest.raises(RetryLater) as caught:
+            bounded.fetch_ticker(BTC)
+        assert any("deadline" in note for note in caught.value.__notes__)
+        assert emu.request_count("GET", "/api/v3/ticker/24hr") == 1
+        assert sleeps.sleeps == []
+        emu.clear_faults()
+        # An attempt's timeout is cut to the time left: a slow venue cannot hold the call past the deadline.
+        emu.inject_fault("slow", count=1, path="/api/v3/ticker/24hr", delay=3.0)
+        bounded.set_deadline(time.monotonic() + 0.8)
+        started = time.monotonic()
+        with pytest.raises(RetryLater):
+            bounded.fetch_ticker(BTC)
+        assert time.monotonic() - started < 1.5
+        bounded.set_deadline(None)
+        assert bounded.fetch_ticker(BTC).last > 0
+
+
 # ---- secrets ---------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,11 @@ Kinds:
 - ``stall``: execute at once, then wait ``delay`` seconds before answering: the order exists while the
   client is still waiting, which is where a process that dies mid-order leaves its journal;
 - ``drop``: execute the request, then close the connection without an answer: the order exists but the
-  client sees a connection error. This is the case that makes naive retries send duplicate orders.
+  client sees a connection error. This is the case that makes naive retries send duplicate orders;
+- ``rest``: accept the next order placed (``POST /api/v3/order``), whatever its type, and leave it
+  resting on the book unfilled, its funds locked, until it is canceled: a venue whose matching is
+  paused, or that has nothing to match against at that moment, answers ``NEW`` and holds the order.
+  Only order placement is affected: a ``rest`` fault waits for the next one, whatever else it names.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import threading
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+#: Where orders are placed: the only request a ``rest`` fault hits.
+ORDER_PATH = "/api/v3/order"
+
 
 class FaultKind(enum.StrEnum):
     HTTP_429 = "429"
@@ -30,6 +37,7 @@ class FaultKind(enum.StrEnum):
     SLOW = "slow"
     STALL = "stall"
     DROP = "drop"
+    REST = "rest"
 
     @classmethod
     def parse(cls, value: str) -> FaultKind:
@@ -55,6 +63,8 @@ class Fault:
     delay: float = 2.0
 
     def matches(self, method: str, path: str) -> bool:
+        if self.kind is FaultKind.REST and (method, path) != ("POST", ORDER_PATH):
+            return False
         return (self.method is None or self.method.upper() == method) and (
             self.path is None or self.path == path
         )

@@ -17,6 +17,8 @@ Fill model, kept simple on purpose so tests can predict every number:
   separate fee asset paid it: a buy of 0.01 BTC yields exactly 0.01 BTC, so selling it back works.
 - A newClientOrderId is unique among orders that are open or filled; a canceled or expired order's id
   may be reused, as on Binance.
+- An order placed under a ``rest`` fault (``emulator.faults``) is *held*: accepted with its funds locked
+  (a market order's at the price it would have filled at), never matched, open until it is canceled.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class Order:
     update_time: int = 0
     locked: Decimal = Decimal(0)
     """Funds held for a resting order: quote for a buy (notional plus fee), base for a sell."""
+    held: bool = False
+    """Placed under a ``rest`` fault: never matched; only a cancel takes it off the book."""
     fills: list[Trade] = field(default_factory=list)
 
     @property
@@ -293,10 +297,13 @@ class Engine:
 
     # ---- orders ------------------------------------------------------------------------------------
 
-    def place_order(self, params: Mapping[str, str], *, test_only: bool = False) -> Order | None:
+    def place_order(
+        self, params: Mapping[str, str], *, test_only: bool = False, rest: bool = False
+    ) -> Order | None:
         """Validate and execute a new order the way POST /api/v3/order does.
 
-        ``test_only`` runs the validation of POST /api/v3/order/test and places nothing.
+        ``test_only`` runs the validation of POST /api/v3/order/test and places nothing. ``rest`` (a
+        ``rest`` fault) accepts the order after the same checks and holds it on the book unfilled.
         """
         with self.lock:
             spec = self.spec(params.get("symbol"))
@@ -378,6 +385,8 @@ class Engine:
             )
             base = self.holding(spec.base)
             quote = self.holding(spec.quote)
+            if rest:
+                return self._hold(order, reference)
             if order_type == "MARKET":
                 if side == "BUY":
                     notional = qty * reference
@@ -410,6 +419,23 @@ class Engine:
                 held.locked += needed
                 order.locked = needed
             return order
+
+    def _hold(self, order: Order, price: Decimal) -> Order:
+        """Accept ``order`` and hold it resting and unmatched, its funds locked at ``price``."""
+        spec = order.spec
+        if order.side == "BUY":
+            notional = order.orig_qty * price
+            held, needed = self.holding(spec.quote), notional + fee_for(notional, self.settings.fee_rate)
+        else:
+            held, needed = self.holding(spec.base), order.orig_qty
+        if held.free < needed:
+            raise BinanceError(*INSUFFICIENT_BALANCE)
+        self._register(order)
+        held.free -= needed
+        held.locked += needed
+        order.locked = needed
+        order.held = True
+        return order
 
     def cancel_order(self, params: Mapping[str, str]) -> tuple[Order, str]:
         """Cancel an open order; returns it and the client id Binance assigns to the cancel itself."""
@@ -556,7 +582,7 @@ class Engine:
         order.update_time = now
 
     def _close_bar(self, index: int) -> None:
-        resting = sorted((o for o in self.orders.values() if o.is_open), key=lambda o: o.order_id)
+        resting = sorted((o for o in self.orders.values() if o.is_open and not o.held), key=lambda o: o.order_id)
         for order in resting:
             bar = self.series[order.spec.market_id].bar(index)
             if (order.side == "BUY" and bar.low <= order.price) or (

@@ -158,10 +158,11 @@ class Venue:
         params.update(parse_qsl(raw_body, keep_blank_values=True))
         # One request at a time touches the books: series are generated lazily, and two threads
         # drawing from one market's generator at once would break the same-seed-same-klines promise.
+        rest = fault is not None and fault.kind is FaultKind.REST
         with self.engine.lock:
             try:
                 self.engine.sync()
-                response = self._route(method, path, params, raw_query, raw_body, headers)
+                response = self._route(method, path, params, raw_query, raw_body, headers, rest=rest)
             except BinanceError as err:
                 response = Response.error(err)
         if fault is not None and fault.kind is FaultKind.DROP:
@@ -185,6 +186,8 @@ class Venue:
         raw_query: str,
         raw_body: str,
         headers: Mapping[str, str],
+        *,
+        rest: bool = False,
     ) -> Response:
         engine = self.engine
         public: dict[tuple[str, str], Callable[[dict[str, str]], Any]] = {
@@ -201,7 +204,7 @@ class Venue:
             ("GET", "/api/v3/depth"): lambda p: rendering.depth(engine, engine.spec(p.get("symbol")), p),
         }
         signed: dict[tuple[str, str], Callable[[dict[str, str]], Any]] = {
-            ("POST", "/api/v3/order"): self._new_order,
+            ("POST", "/api/v3/order"): lambda p: self._new_order(p, rest=rest),
             ("POST", "/api/v3/order/test"): self._test_order,
             ("GET", "/api/v3/order"): lambda p: rendering.order_json(engine.get_order(p)),
             ("DELETE", "/api/v3/order"): self._cancel_order,
@@ -289,8 +292,8 @@ class Venue:
             return [render(engine, engine.spec(i)) for i in self._symbol_list(params["symbols"])]
         return [render(engine, spec) for spec in engine.specs.values()]
 
-    def _new_order(self, params: dict[str, str]) -> Any:
-        order = self.engine.place_order(params)
+    def _new_order(self, params: dict[str, str], *, rest: bool = False) -> Any:
+        order = self.engine.place_order(params, rest=rest)
         assert order is not None
         response_type = params.get("newOrderRespType") or "FULL"
         if response_type not in ("ACK", "RESULT", "FULL"):

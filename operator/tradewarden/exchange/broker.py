@@ -16,6 +16,7 @@ Contract every broker keeps:
   amount; with nothing to sell (or a reduce-only buy, since spot has no shorts) nothing is sent and the
   result has ``status=REJECTED`` and ``amount=0``.
 - Errors are ``tradewarden.exchange.errors`` classes: ``RetryLater`` or ``NeedsHuman``.
+- After ``set_deadline(t)`` no call outlasts ``t``: one that cannot finish in time raises ``RetryLater``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ class Broker(Protocol):
 
     def fetch_positions(self, symbols: Sequence[str]) -> dict[str, Position]:
         """The long position in each of ``symbols`` (flat ones included), derived from base balances."""
+        ...
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """From now on every call, its retries included, ends by ``deadline`` (a ``time.monotonic()``
+        value; ``None`` lifts it). A runner asked to stop uses it to exit within its grace period."""
         ...
 
 

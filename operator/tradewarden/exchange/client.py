@@ -15,7 +15,9 @@ What it adds to ccxt:
 - spot reduce-only: spot venues have no reduce-only flag, so a reduce-only sell is clamped to the free
   base balance, and one with nothing to sell is not sent (``status=REJECTED``, ``amount=0``);
 - amounts and prices rounded with ccxt's ``amount_to_precision``/``price_to_precision``;
-- ``fetch_ohlcv`` returns closed bars only, judged against the venue's clock (``fetch_time``).
+- ``fetch_ohlcv`` returns closed bars only, judged against the venue's clock (``fetch_time``);
+- a deadline (``set_deadline``): each attempt's timeout is cut to the time left and no retry starts that
+  would end after it, so a runner asked to stop is never held up by a slow venue.
 
 ``api_url`` replaces the scheme and host of *every* URL in ccxt's ``urls['api']`` (keeping the paths),
 so a client aimed at the emulator cannot reach the real venue through an endpoint nobody thought of.
@@ -67,6 +69,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("ccxt").setLevel(logging.INFO)
 
 T = TypeVar("T")
+
+#: With a deadline set, an attempt is sent only while at least this many seconds are left.
+MIN_ATTEMPT_SECONDS = 0.2
 
 _STATUS: Mapping[str, OrderStatus] = {
     "open": OrderStatus.OPEN,
@@ -135,6 +140,8 @@ class ExchangeClient:
         self._policy = retry_policy
         self._sleep = sleep
         self._clock = clock
+        self._timeout_ms = timeout_ms
+        self._deadline: float | None = None
         exchange_class = getattr(ccxt, exchange_id, None) if exchange_id in ccxt.exchanges else None
         if exchange_class is None:
             raise NeedsHuman(
@@ -205,18 +212,47 @@ class ExchangeClient:
             duplicate_markers=self._quirks.duplicate_order_markers,
         )
 
+    def set_deadline(self, deadline: float | None) -> None:
+        """Every call from now on, its retries included, ends by ``deadline`` (a value of the client's
+        clock, ``time.monotonic`` by default; ``None`` lifts it).
+
+        An attempt's timeout is cut to the time left; an attempt with less than ``MIN_ATTEMPT_SECONDS``
+        left is not sent, and a retry that would start after the deadline is not made: the caller gets
+        ``RetryLater`` with a note saying so. A call already waiting for an answer keeps the timeout it
+        was sent with. A runner asked to stop sets it (from its signal handler too), so a slow venue
+        cannot keep it past its grace period.
+        """
+        self._deadline = deadline
+
     def _call(self, context: str, fn: Callable[[], T]) -> T:
-        """Run one ccxt interaction with error translation and the retry policy."""
+        """Run one ccxt interaction with error translation, the retry policy and the deadline."""
 
         def attempt() -> T:
+            deadline = self._deadline
+            timeout_ms = self._timeout_ms
+            if deadline is not None:
+                left = deadline - self._clock()
+                if left < MIN_ATTEMPT_SECONDS:
+                    raise VenueUnavailable(
+                        f"{self.exchange_id} {context}: not sent: the caller's deadline has passed"
+                    )
+                timeout_ms = min(timeout_ms, int(left * 1000))
+            self._ex.timeout = timeout_ms
             try:
                 return fn()
             except ccxt.BaseError as exc:
                 raise self._translate(exc, f"{self.exchange_id} {context}") from None
 
-        return call_with_retry(
-            attempt, self._policy, sleep=self._sleep, clock=self._clock, on_retry=self._on_retry
-        )
+        def on_retry(attempt_no: int, err: RetryLater, delay: float) -> None:
+            deadline = self._deadline
+            if deadline is not None and self._clock() + delay > deadline - MIN_ATTEMPT_SECONDS:
+                err.add_note(
+                    f"gave up after {attempt_no} attempts: the next one would come after the caller's deadline"
+                )
+                raise err
+            self._on_retry(attempt_no, err, delay)
+
+        return call_with_retry(attempt, self._policy, sleep=self._sleep, clock=self._clock, on_retry=on_retry)
 
     @staticmethod
     def _on_retry(attempt: int, err: RetryLater, delay: float) -> None:

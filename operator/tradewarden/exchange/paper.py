@@ -362,6 +362,9 @@ class PaperBroker:
                     positions[symbol] = Position(qty=qty, entry_price=self._entries.get(symbol, 0.0))
             return positions
 
+    def set_deadline(self, deadline: float | None) -> None:
+        """Nothing to bound: the paper account is in memory and every call returns at once."""
+
     def equity(self, quote_currency: str = "USDT") -> float:
         """Quote balance plus every other asset valued at its last ``<ASSET>/<quote>`` price (if seen)."""
         with self._lock:

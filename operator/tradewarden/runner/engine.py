@@ -8,6 +8,10 @@ the next order.
 The order path exists only in paper and live mode: in signals mode the engine has no broker at all and
 never builds an ``OrderRequest`` (DESIGN.md invariant 1). Live orders need a runtime config whose gate
 hash matches its own content (invariant 2, checked on the runner's side too).
+
+A runner asked to stop calls ``begin_stop`` (no new entry is sent from then on) and, after its last
+tick, ``cancel_resting_entries``: its own entry orders still resting on the venue are canceled before it
+exits, its exits stay (see ``intents.resting_entries``).
 """
 
 from __future__ import annotations
@@ -35,10 +39,10 @@ from tradewarden.api.market import (
 from tradewarden.api.runtime import GateKey, RuntimeConfig, live_refusal, signature_valid
 from tradewarden.api.strategyconfig import MODE_STEP_DOWN, StrategyMode
 from tradewarden.api.tradingbot import KillMode, TradingMode, strongest_kill_mode
-from tradewarden.exchange import Broker, ExchangeError, NeedsHuman, PaperBroker, RetryLater
+from tradewarden.exchange import Broker, ExchangeError, NeedsHuman, OrderNotFound, PaperBroker, RetryLater
 from tradewarden.exchange.broker import fill_cash_flow, mark_to_market
-from tradewarden.runner.intents import Intent, IntentKind, Lane, Verdict, admit, client_order_id
-from tradewarden.runner.journal import Journal
+from tradewarden.runner.intents import Intent, IntentKind, Lane, Verdict, admit, client_order_id, resting_entries
+from tradewarden.runner.journal import Journal, UnsettledOrder
 from tradewarden.runner.metrics import RunnerMetrics
 from tradewarden.runner.risk import OrderKind, Rejection, RejectReason, RiskManager
 from tradewarden.strategies import SafeStrategy, StrategyError, build_strategy
@@ -77,6 +81,21 @@ class KillState:
         # Losing the API server blocks new entries (close-only) until it answers again.
         lost = KillMode.CLOSE_ONLY if self.api_lost else KillMode.OFF
         return strongest_kill_mode(self.operator, self.switches, self.bot_trip, lost)
+
+
+@dataclass
+class ShutdownCancels:
+    """What a stopping runner did with its resting entry orders (client order ids)."""
+
+    canceled: list[str] = field(default_factory=list)
+    #: No longer open when the cancel reached the venue (filled or canceled meanwhile): recorded as they are.
+    gone: list[str] = field(default_factory=list)
+    #: Still resting on the venue, with why.
+    left_open: dict[str, str] = field(default_factory=dict)
+    #: Own reduce-only orders (exits, flatten) found resting and left on the book on purpose.
+    exits_kept: int = 0
+    #: Open orders of others (another bot, a human) on the same symbols, never touched.
+    others: int = 0
 
 
 @dataclass
@@ -126,6 +145,8 @@ class Engine:
             "processed", "executed_true", "executed_false", "blocked_source", "manual_consumed",
             "manual_blocked_disabled", "manual_processed", "kill_blocked", "risk_rejected")}
         self._last_kill_mode = KillMode.OFF
+        #: Set by ``begin_stop``: no new entry order is sent once the runner is asked to stop.
+        self.stopping = False
         self._last_price: dict[str, float] = {}
         self._strategy_key: tuple[Any, ...] = ()
         self._configure(config, first=True)
@@ -509,6 +530,11 @@ class Engine:
         if mode == KillMode.HALT_ALL or (order_kind == OrderKind.ENTRY and mode != KillMode.OFF):
             self._finish(intent, Verdict.KILL_BLOCKED.value, f"kill mode {mode.value}")
             return None
+        if self.stopping and order_kind == OrderKind.ENTRY:
+            # Not recorded as done: a manual intent runs in the next runner instead.
+            log.info("entry for %s not sent: the runner is stopping", intent.symbol,
+                     extra={"fields": {"lane": intent.lane.value, "intent": intent.id}})
+            return None
         assert self.broker is not None
         request = OrderRequest(symbol=intent.symbol, side=intent.side, type=OrderType.MARKET, amount=amount,
                                client_order_id=client_order_id(self.bot_uid, intent.id),
@@ -627,6 +653,125 @@ class Engine:
                 self.journal.order_failed(request.client_order_id, str(exc))
             return
         self._on_result(result, intent)
+
+    # ---- stopping -----------------------------------------------------------------------------------------------
+
+    def begin_stop(self) -> None:
+        """The runner was asked to stop: send no new entry from now on. Safe from any thread or a signal
+        handler (one flag; exits and flatten orders still go)."""
+        self.stopping = True
+
+    def cancel_resting_entries(self, deadline: float, *, monotonic: Callable[[], float] = time.monotonic,
+                               sleep: Callable[[float], None] = time.sleep) -> ShutdownCancels:
+        """Cancel this bot's entry orders still resting on the venue, by ``deadline`` (``monotonic()``).
+
+        Called once, after the last tick of a runner asked to stop. Only orders its journal last knew as
+        pending or open can rest (every order is journaled before it is sent); with none, the venue is not
+        asked at all. Their symbols' open orders are listed, ``intents.resting_entries`` picks this bot's
+        entries, and each is canceled through the broker, with an equal share of the time left (the
+        broker's own retries fit in it), within the cancel-rate and order-gap limits. Each cancel is
+        journaled (the order's new state, and an intent row ``shutdown-cancel:<id>:<ms>``), logged and
+        counted; whatever could not be canceled is named in an error. Never raises an ``ExchangeError``.
+        """
+        result = ShutdownCancels()
+        broker = self.broker
+        if broker is None:
+            log.info("stopping in signals mode: no order to cancel", extra={"fields": {"lane": "main"}})
+            return result
+        unsettled = {o.client_order_id: o for o in self.journal.unsettled_orders()}
+        own = {cid: o.reduce_only for cid, o in unsettled.items()}
+        entries: list[OrderResult] = []
+        for symbol in sorted({o.symbol for o in unsettled.values()}):
+            broker.set_deadline(deadline)
+            try:
+                listed = broker.fetch_open_orders(symbol)
+            except ExchangeError as exc:
+                for o in unsettled.values():
+                    if o.symbol == symbol and not o.reduce_only and o.side == OrderSide.BUY.value:
+                        result.left_open[o.client_order_id] = f"the open orders of {symbol} could not be listed: {exc}"
+                continue
+            mine = resting_entries(listed, own)
+            entries += mine
+            kept = sum(1 for o in listed if own.get(o.client_order_id) is True)
+            result.exits_kept += kept
+            result.others += len(listed) - len(mine) - kept
+        for i, order in enumerate(entries):
+            left = deadline - monotonic()
+            if left <= 0:
+                result.left_open[order.client_order_id] = "no time left before the shutdown deadline"
+                continue
+            broker.set_deadline(monotonic() + left / (len(entries) - i))
+            self._cancel_entry(broker, order, unsettled[order.client_order_id], result, deadline, monotonic, sleep)
+        broker.set_deadline(None)
+        for cid, why in result.left_open.items():
+            self._journal_cancel(unsettled[cid], "left_open", why)
+            self.metrics.shutdown_cancel("left_open")
+            log.error("stopping: resting entry %s left open on the venue: %s", cid, why,
+                      extra={"fields": {"lane": "main", "client_order_id": cid, "result": "left_open"}})
+        fields = {"lane": "main", "canceled": len(result.canceled), "gone": len(result.gone),
+                  "left_open": sorted(result.left_open), "exits_kept": result.exits_kept, "others": result.others}
+        if result.left_open:
+            log.error("stopping: %d resting entry orders of this bot left open on the venue (%s); canceled %d",
+                      len(result.left_open), ", ".join(sorted(result.left_open)), len(result.canceled),
+                      extra={"fields": fields})
+        else:
+            log.info("stopping: canceled %d resting entry orders, %d no longer open; kept %d resting exits",
+                     len(result.canceled), len(result.gone), result.exits_kept, extra={"fields": fields})
+        return result
+
+    def _cancel_entry(self, broker: Broker, order: OrderResult, journaled: UnsettledOrder, result: ShutdownCancels,
+                      deadline: float, monotonic: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        cid = order.client_order_id
+        wait = self.risk.gap_wait(self.clock())
+        if wait > 0:
+            if monotonic() + wait >= deadline:
+                result.left_open[cid] = f"risk.minOrderGapMs asks for {wait:.1f} s more than the shutdown has left"
+                return
+            sleep(wait)
+        rejection = self.risk.check(OrderKind.CANCEL, order.symbol, 0.0, self.clock())
+        if rejection is not None:
+            self.metrics.rejection(rejection.reason.value)
+            result.left_open[cid] = f"refused by a risk limit: {rejection.message}"
+            return
+        self.risk.record(OrderKind.CANCEL, order.symbol, 0.0, self.clock())
+        try:
+            canceled = broker.cancel_order(order.symbol, order.id)
+        except OrderNotFound:
+            # Filled or canceled since it was listed: record what it has become.
+            try:
+                found = broker.fetch_order_by_client_id(order.symbol, cid)
+            except ExchangeError as exc:
+                result.left_open[cid] = f"the venue did not find it to cancel, and could not say what it became: {exc}"
+                return
+            if found is None or found.status is OrderStatus.OPEN:
+                result.left_open[cid] = "the venue refused the cancel of an order it still lists as open"
+                return
+            self._on_result(found, None)
+            result.gone.append(cid)
+            self._journal_cancel(journaled, "gone", f"no longer open: {found.status.value}")
+            self.metrics.shutdown_cancel("gone")
+            log.info("stopping: resting entry %s was %s before the cancel reached the venue", cid,
+                     found.status.value, extra={"fields": {"lane": "main", "client_order_id": cid,
+                                                           "symbol": order.symbol, "result": "gone",
+                                                           "status": found.status.value}})
+            return
+        except ExchangeError as exc:
+            result.left_open[cid] = str(exc)
+            return
+        self._on_result(canceled, None)
+        result.canceled.append(cid)
+        self._journal_cancel(journaled, "canceled", "the runner was asked to stop")
+        self.metrics.shutdown_cancel("canceled")
+        log.info("stopping: canceled resting entry %s: %s %s %g", cid, order.side.value, order.symbol,
+                 order.amount - order.filled,
+                 extra={"fields": {"lane": "main", "client_order_id": cid, "venue_order_id": order.id,
+                                   "symbol": order.symbol, "mode": self.mode.value, "result": "canceled"}})
+
+    def _journal_cancel(self, order: UnsettledOrder, verdict: str, reason: str) -> None:
+        """One intent row per shutdown cancel, beside the order's own row (which holds its new state)."""
+        now = int(self.clock() * 1000)
+        self.journal.add_intent(f"shutdown-cancel:{order.client_order_id}:{now}", now, "shutdown", Lane.MAIN.value,
+                                order.symbol, order.side, "cancel", order.amount, verdict, reason[:500])
 
     def resume_pending(self) -> int:
         """After a restart: settle every order journaled as pending by asking the venue first."""

@@ -97,6 +97,18 @@ class PendingOrder:
     mode: str
 
 
+@dataclass(frozen=True, slots=True)
+class UnsettledOrder:
+    """An order the journal last knew as ``pending`` or ``open``: it may rest on the venue."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    amount: float
+    reduce_only: bool
+    status: str
+
+
 class Journal:
     """A thread-safe handle on the bot's journal file."""
 
@@ -216,6 +228,14 @@ class Journal:
             rows = self._db.execute("SELECT client_order_id, intent_id, symbol, side, type, amount, reduce_only, mode "
                                     "FROM orders WHERE status = 'pending' ORDER BY t").fetchall()
         return [PendingOrder(r[0], r[1], r[2], r[3], r[4], float(r[5]), bool(r[6]), r[7]) for r in rows]
+
+    def unsettled_orders(self) -> list[UnsettledOrder]:
+        """Orders last known as ``pending`` or ``open``, oldest first: the only ones of this bot that may
+        rest on the venue (every order is journaled before it is sent)."""
+        with self._lock:
+            rows = self._db.execute("SELECT client_order_id, symbol, side, amount, reduce_only, status FROM orders "
+                                    "WHERE status IN ('pending', 'open') ORDER BY t, client_order_id").fetchall()
+        return [UnsettledOrder(r[0], r[1], r[2], float(r[3]), bool(r[4]), r[5]) for r in rows]
 
     def orders(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -3,6 +3,12 @@
 The same command runs in the runner pod (in-cluster ServiceAccount) and outside the cluster
 (placement ``external``: a kubeconfig with the runner ServiceAccount's token). It waits for its first
 valid runtime config, resumes from its journal, then ticks until SIGTERM or SIGINT.
+
+Asked to stop, it sends no new entry, ends its tick, cancels its own entry orders still resting on the
+venue (``Engine.cancel_resting_entries``; exits stay), renews its Lease once more and closes its journal,
+all within ``$TRADEWARDEN_SHUTDOWN_SECONDS`` (default 20 s, inside the pod's 30-s grace period): every
+venue call is bounded by a deadline, and a watchdog ends the process if anything else holds it up. The
+exit code is 0, or 1 when a resting entry was left open (named in an error) or the watchdog had to act.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import pathlib
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client, config
@@ -53,6 +60,29 @@ log = logging.getLogger("tradewarden.runner")
 HEARTBEAT_LOG_SECONDS = 60.0
 JOURNAL_RETENTION_DAYS = 30
 
+SHUTDOWN_ENV = "TRADEWARDEN_SHUTDOWN_SECONDS"
+#: From SIGTERM to exit, everything included: well inside the pod's terminationGracePeriodSeconds (30).
+DEFAULT_SHUTDOWN_SECONDS = 20.0
+#: Share of the bound after which the tick in progress gets no more venue calls (5 s of 20).
+TICK_SHARE = 0.25
+#: Kept at the end of the bound for the last Lease renewal and closing the journal (at most 3 s).
+FINAL_RESERVE_SHARE, FINAL_RESERVE_MAX = 0.15, 3.0
+
+
+def shutdown_seconds(environ: Mapping[str, str] = os.environ) -> float:
+    """The bound of the whole shutdown, from ``$TRADEWARDEN_SHUTDOWN_SECONDS`` (default 20 s)."""
+    raw = environ.get(SHUTDOWN_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SHUTDOWN_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 1.0 <= value <= 3600.0:
+        raise SystemExit(f"${SHUTDOWN_ENV}: expected seconds between 1 and 3600, such as 20 (got {raw!r}); keep "
+                         "it below the pod's terminationGracePeriodSeconds (30)")
+    return value
+
 
 def load_api(kubeconfig: str | None) -> client.ApiClient:
     if kubeconfig:
@@ -89,6 +119,67 @@ class Runner:
         self.market: ExchangeClient | None = None
         key_ref = getattr(args, "gate_key", None) or os.environ.get(GATE_KEY_ENV) or DEFAULT_GATE_KEY_REF
         self.gate_key = GateKeySource(self.api, key_ref, self.namespace)
+        self.shutdown_seconds = shutdown_seconds()
+        self.exit_code = 0
+        self._stop_at: float | None = None
+        self._stopped = threading.Event()
+
+    # ---- stopping ----------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """SIGTERM or SIGINT (called from the signal handler: no logging, no I/O). Ends the loop, stops new
+        entries, bounds the tick's venue calls and arms the watchdog of the whole shutdown."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
+            threading.Thread(target=self._watchdog, name="shutdown-watchdog", daemon=True).start()
+        self.stop.set()
+        self._bound_for_stop()
+
+    def _bound_for_stop(self) -> None:
+        assert self._stop_at is not None
+        tick_end = self._stop_at + self.shutdown_seconds * TICK_SHARE
+        if self.market is not None:
+            self.market.set_deadline(tick_end)
+        if self.engine is not None:
+            self.engine.begin_stop()
+            if self.engine.broker is not None:
+                self.engine.broker.set_deadline(tick_end)
+
+    def stopped(self) -> None:
+        """The process is about to exit: the watchdog has nothing left to guard."""
+        self._stopped.set()
+
+    def _watchdog(self) -> None:
+        if self._stopped.wait(self.shutdown_seconds):
+            return
+        log.error("the runner did not stop within %g s ($%s): exiting now; resting orders may be left on the "
+                  "venue", self.shutdown_seconds, SHUTDOWN_ENV,
+                  extra={"fields": {"lane": "main", "shutdown_seconds": self.shutdown_seconds}})
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)  # the journal is SQLite in WAL mode: an abrupt exit loses no committed write
+
+    def _shutdown(self) -> None:
+        """Cancel the resting entries, renew the Lease once more and close the journal, in the bound."""
+        if self._stop_at is None:  # not asked by a signal (a NeedsHuman or an unexpected error)
+            self._stop_at = time.monotonic()
+            threading.Thread(target=self._watchdog, name="shutdown-watchdog", daemon=True).start()
+            self._bound_for_stop()
+        bound = self.shutdown_seconds
+        log.info("runner stopping (%.1f s since asked; bound %g s)", time.monotonic() - self._stop_at, bound,
+                 extra={"fields": {"lane": "main", "shutdown_seconds": bound}})
+        try:
+            if self.engine is not None:
+                deadline = self._stop_at + bound - min(FINAL_RESERVE_MAX, bound * FINAL_RESERVE_SHARE)
+                if self.engine.cancel_resting_entries(deadline).left_open:
+                    self.exit_code = 1
+        except Exception:
+            log.exception("canceling the resting entry orders failed; they may be left on the venue")
+            self.exit_code = 1
+        finally:
+            self.heartbeat.renew()
+            self.journal.close()
+            self._stopped.set()
 
     # ---- callbacks from the watch threads ----------------------------------------------------------
 
@@ -202,9 +293,21 @@ class Runner:
                              journal=self.journal, metrics=self.metrics, market=self.market,
                              broker_factory=self.broker_factory, on_kill_change=self.heartbeat.renew_now,
                              gate_key=self.gate_key.get)
+        try:
+            self._trade(cfg_watch)
+        finally:
+            self._shutdown()  # also when the loop ends in an error: the resting entries are still canceled
+        return self.exit_code
+
+    def _trade(self, cfg_watch: ConfigWatcher) -> None:
+        """Resume from the journal, then tick until asked to stop."""
+        assert self.engine is not None
+        if self.stop.is_set():
+            self._bound_for_stop()  # asked to stop while the engine was being built
         ks_watch = KillSwitchWatcher(self.api, self.namespace, self.labels, self.on_kill, self.contact, self.stop)
         ks_watch.start()
-        settled = self.engine.resume_pending()
+        # Asked to stop already: nothing is re-sent; the next runner settles the pending orders.
+        settled = 0 if self.stop.is_set() else self.engine.resume_pending()
         log.info("runner started in %s mode; resumed %d pending orders from the journal", self.engine.mode.value,
                  settled, extra={"fields": {"lane": "main", "effective_mode": self.engine.mode.value}})
         tick = self.args.tick_seconds or float(os.environ.get("TRADEWARDEN_TICK_SECONDS", "2"))
@@ -238,10 +341,6 @@ class Runner:
                 self.journal.prune(cutoff)
                 next_prune = now + 3600
             self.stop.wait(tick)
-        log.info("runner stopping", extra={"fields": {"lane": "main"}})
-        self.heartbeat.renew()
-        self.journal.close()
-        return 0
 
     def _export_evidence(self) -> None:
         assert self.engine is not None
@@ -269,7 +368,7 @@ def run_runner(args: argparse.Namespace) -> int:
     setup_logging({"bot": args.bot}, logging.DEBUG if os.environ.get("TRADEWARDEN_DEBUG") else logging.INFO)
     runner = Runner(args)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: runner.stop.set())
+        signal.signal(sig, lambda *_: runner.request_stop())
     if args.metrics_port:
         serve(args.metrics_port, runner.metrics.registry, lambda: not runner.stop.is_set())
     try:
@@ -277,3 +376,5 @@ def run_runner(args: argparse.Namespace) -> int:
     except NeedsHuman as exc:
         log.error("runner cannot continue and needs a human: %s", exc)
         return 2
+    finally:
+        runner.stopped()

@@ -49,6 +49,10 @@ class RunnerMetrics:
                                        [*names, "reason"], registry=self.registry)
         self.config_reloads = Counter("tradewarden_runner_config_reloads", "Runtime config reloads by result.",
                                       [*names, "result"], registry=self.registry)
+        self.shutdown_cancels = Counter(
+            "tradewarden_runner_shutdown_cancels",
+            "Resting entry orders of this bot found when it was asked to stop, by result (canceled, gone, "
+            "left_open).", [*names, "result"], registry=self.registry)
         self.bars = Counter("tradewarden_runner_bars", "Closed bars processed.", names,
                             registry=self.registry).labels(**labels)
         self.api_reachable = gauge(
@@ -75,6 +79,9 @@ class RunnerMetrics:
 
     def reload(self, result: str) -> None:
         self.config_reloads.labels(**self._labels, result=result).inc()
+
+    def shutdown_cancel(self, result: str) -> None:
+        self.shutdown_cancels.labels(**self._labels, result=result).inc()
 
 
 def serve(port: int, registry: CollectorRegistry, healthy: Callable[[], bool]) -> ThreadingHTTPServer:

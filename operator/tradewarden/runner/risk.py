@@ -163,6 +163,12 @@ class RiskManager:
                                  f"per {lim.notional_window_seconds} s")
         return None
 
+    def gap_wait(self, now: float) -> float:
+        """Seconds until ``risk.minOrderGapMs`` lets the next order go (0 when it may go now)."""
+        if self.limits.min_order_gap_ms <= 0 or self._last_order_at is None:
+            return 0.0
+        return max(0.0, self._last_order_at + self.limits.min_order_gap_ms / 1000.0 - now)
+
     def record(self, kind: OrderKind, symbol: str, notional: float, now: float) -> None:
         """Count an order that was sent (after ``check`` let it through)."""
         self._last_order_at = now
