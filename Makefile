@@ -15,7 +15,7 @@ export TRADEWARDEN_CLUSTER
 PYTEST_ARGS ?=
 
 .PHONY: help venv lint crds crds-check test test-unit cluster-build cluster-up cluster-down demo bench lock clean \
-	helm prometheus chart-lint e2e-kind
+	helm prometheus chart-lint e2e-kind images
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,19 +44,28 @@ crds: $(STAMP) ## Regenerate crds/ and the chart's CRD templates from the API mo
 crds-check: $(STAMP)
 	@$(PY) -m tradewarden.api.crds --check
 
-cluster-build: $(STAMP) ## Build (or reuse) kube-apiserver, kube-controller-manager and etcd
+cluster-build: $(STAMP) ## Build (or reuse) the control plane and node binaries (etcd, kube-*, kubelet)
 	@$(CLUSTER) build
 
-cluster-up: $(STAMP) ## Start the local control plane (prints the kubeconfig path)
+cluster-up: $(STAMP) ## Start the local one-node cluster (as root; installs containerd & co. from Debian)
 	@$(CLUSTER) up
 
-cluster-down: $(STAMP) ## Stop the local control plane
+cluster-down: $(STAMP) ## Stop the local cluster and remove its state (also after a crash)
 	@$(CLUSTER) down
 
-test: lint ## Lint, then every test (starts a local control plane for the session)
+images: $(STAMP) ## Build the operator and runner images with buildah; load them into a running node
+	@$(PY) tests/cluster/images.py build
+	@if $(CLUSTER) status >/dev/null 2>&1; then $(PY) tests/cluster/images.py load >/dev/null; fi
+
+# Each build step prints how long it took (all are cached outside the repository after the first run).
+timed = start=$$(date +%s); $(1); rc=$$?; echo "==> $(2): $$(( $$(date +%s) - start )) s"; [ $$rc = 0 ]
+
+test: lint ## Lint, then every test (starts a local one-node cluster for the session)
 	@echo "==> tests"
-	@if [ "$$TRADEWARDEN_CLUSTER" = local ]; then $(CLUSTER) build >/dev/null; fi
-	@$(TOOLS) helm >/dev/null
+	@if [ "$$TRADEWARDEN_CLUSTER" = local ]; then $(call timed,$(CLUSTER) build >/dev/null,cluster binaries); fi
+	@if [ "$$TRADEWARDEN_CLUSTER" = local ]; then $(call timed,$(PY) tests/cluster/images.py build >/dev/null,images); fi
+	@$(call timed,$(TOOLS) helm >/dev/null,helm)
+	@$(call timed,$(TOOLS) prometheus >/dev/null,prometheus with Kubernetes discovery)
 	@$(MAKE) --no-print-directory prometheus
 	@$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -17,7 +17,8 @@ Three steps, each cached outside the repository (``~/.cache/tradewarden/images``
 Usage::
 
     python tests/cluster/images.py build            # build or reuse; prints the archives
-    python tests/cluster/images.py load --dir D     # build or reuse, then import into the node in D
+    python tests/cluster/images.py load [--dir D]   # build or reuse, then import into the running node
+    python tests/cluster/images.py tag              # the tag this tree's images get
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import time
 import tomllib
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 REPO = HERE.parent.parent
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -245,6 +247,9 @@ def build_pause() -> pathlib.Path:
 def build_all() -> dict[str, pathlib.Path]:
     """Every image the node needs: name:tag -> docker archive. One build at a time on this machine
     (two test sessions may ask at once); older builds of our two images are removed from the store."""
+    import node  # the Debian packages (buildah, debootstrap) are the node's too
+
+    node.ensure_packages()
     started = time.monotonic()
     cache_root().mkdir(parents=True, exist_ok=True)
     with open(cache_root() / ".lock", "w") as lock:
@@ -282,9 +287,19 @@ def load(images: dict[str, pathlib.Path], containerd_socket: pathlib.Path) -> No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["build", "base", "tag"])
+    parser.add_argument("command", choices=["build", "load", "base", "tag"])
+    parser.add_argument("--dir", default=os.environ.get("TRADEWARDEN_CLUSTER_DIR", str(REPO / ".cluster")),
+                        help="state folder of the running local cluster, for load (default: .cluster)")
     args = parser.parse_args(argv)
-    if args.command == "base":
+    if args.command == "load":
+        import localcluster
+
+        state = localcluster.State.load(pathlib.Path(args.dir).resolve())
+        if not (state and localcluster.healthy(state)):
+            raise SystemExit(f"[images] no running local cluster in {args.dir}: start one with `make cluster-up` "
+                             "(it loads the images itself)")
+        print(localcluster.ensure_images(state))
+    elif args.command == "base":
         print(build_base())
     elif args.command == "tag":
         print(image_tag())

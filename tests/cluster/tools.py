@@ -1,4 +1,5 @@
-"""Developer tools built from the Go module proxy and cached outside the repository (today: helm).
+"""Developer tools built from the Go module proxy and cached outside the repository: helm, and a
+Prometheus with Kubernetes service discovery (Debian's package is built without it).
 
 Used by ``make helm`` / ``make chart-lint``, by ``tests/e2e/kind.sh`` and by the chart tests in
 ``tests/integration/test_chart.py`` (through :func:`helm`), so a fresh machine with only a Go toolchain
@@ -29,6 +30,10 @@ import tempfile
 #: The helm release the chart is tested with. v3.22.0 is the newest v3 and builds with Go 1.26.
 HELM_VERSION = "v3.22.0"
 HELM_MODULE = "helm.sh/helm/v3"
+#: Prometheus 3.0.1 (its Go module numbers 3.x releases v0.300.x). Debian's prometheus 2.42 is built
+#: without kubernetes_sd_configs; the pod-discovery test needs a build that has it.
+PROMETHEUS_VERSION = "v0.300.1"
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
 
 
 def say(msg: str) -> None:
@@ -108,6 +113,37 @@ def build_helm(version: str = HELM_VERSION) -> pathlib.Path:
     return target
 
 
+def prometheus(version: str = PROMETHEUS_VERSION) -> pathlib.Path:
+    """A prometheus binary with every service discovery, Kubernetes' included, built on first use.
+
+    Prometheus's go.mod has exclude directives, so `go install module@version` refuses it: the module is
+    downloaded from the proxy and built inside its own (read-only) folder with its own go.sum."""
+    target = tools_root() / f"prometheus-{version}" / "prometheus"
+    if target.is_file() and os.access(target, os.X_OK):
+        return target
+    env = _go_env()
+    say(f"building prometheus {version} from the Go module proxy ({env['GOPROXY']}); this takes a few minutes once")
+    out = subprocess.run(["go", "mod", "download", "-json", f"{PROMETHEUS_MODULE}@{version}"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    source = json.loads(out)["Dir"]
+    target.parent.parent.mkdir(parents=True, exist_ok=True)
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"prometheus-{version}.", dir=target.parent.parent))
+    try:
+        subprocess.run(["go", "build", "-trimpath", "-mod=readonly", "-ldflags", "-s -w", "-o",
+                        str(scratch / "prometheus"), "./cmd/prometheus"], cwd=source,
+                       env=dict(env, GOFLAGS=""), check=True)
+        shutil.rmtree(target.parent, ignore_errors=True)
+        try:
+            scratch.rename(target.parent)
+        except OSError:
+            if not target.is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    say(f"built {target}")
+    return target
+
+
 def helm(version: str = HELM_VERSION) -> pathlib.Path:
     """The helm binary the tests use: built on first use, then reused."""
     return build_helm(version)
@@ -118,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="tool", required=True)
     hp = sub.add_parser("helm", help="Build (or reuse) helm and print the path of the binary.")
     hp.add_argument("--version", default=HELM_VERSION, help=f"helm version (default {HELM_VERSION}).")
+    sub.add_parser("prometheus", help="Build (or reuse) prometheus with Kubernetes service discovery.")
     args = parser.parse_args(argv)
-    print(build_helm(args.version))
+    print(build_helm(args.version) if args.tool == "helm" else prometheus())
     return 0
 
 

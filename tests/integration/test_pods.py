@@ -21,6 +21,7 @@ from cluster import tools
 from support import pods
 from support.kube import Cluster, poll
 from support.operator import condition, get, kill_switch, strategy_config, trading_bot
+from support.prom import launch_prometheus, query, stop
 from tradewarden.emulator import Emulator
 
 pytestmark = pytest.mark.cluster
@@ -193,3 +194,86 @@ def test_admission_is_real_a_privileged_pod_is_refused_where_ours_run(
     # Only ours is there, and it kept running.
     assert [p["metadata"]["name"] for p in cluster.get_json("pods", "-n", ns)["items"]] == [ours["metadata"]["name"]]
     assert pods.running_pod(cluster, ns, "ours")["metadata"]["uid"] == ours["metadata"]["uid"]
+
+
+def runner_healthy(cluster: Cluster, ns: str, bot: str) -> dict[str, Any]:
+    st = status(cluster, ns, bot)
+    return condition({"status": st}, "RunnerHealthy") if st.get("conditions") else {}
+
+
+def test_a_pod_that_cannot_start_says_why_in_the_bots_status(
+        cluster: Cluster, platform: pods.ChartOperator, venue: Emulator) -> None:
+    ns = platform.bots_namespace("broken")
+    cluster.apply(fast_config("fast"), namespace=ns)
+    # An image the node does not have (and no registry to pull it from).
+    missing = f"tradewarden/runner:absent-{platform.prefix}"
+    cluster.apply(paper_bot("noimage", "fast", venue, runner={"image": missing}), namespace=ns)
+    # Resources no node can give: the scheduler leaves the pod Pending.
+    too_big = {"resources": {"requests": {"cpu": "64", "memory": "1Gi"}}}
+    cluster.apply(paper_bot("toobig", "fast", venue, runner=too_big), namespace=ns)
+
+    def why(bot: str, reason: str) -> dict[str, Any] | None:
+        cond = runner_healthy(cluster, ns, bot)
+        return cond if cond.get("status") == "False" and cond.get("reason") == reason else None
+
+    image = poll(lambda: why("noimage", "ImagePullFailed"), timeout=90, interval=0.5,
+                 what="RunnerHealthy=False ImagePullFailed for the missing image")
+    assert missing in image["message"]
+    assert "spec.runner.image" in image["message"]
+    big = poll(lambda: why("toobig", "Unschedulable"), timeout=90, interval=0.5,
+               what="RunnerHealthy=False Unschedulable for resources no node has")
+    assert "Insufficient cpu" in big["message"], big["message"]
+    assert "spec.runner.resources" in big["message"]
+    # The bot says it is degraded, and an Event says why, for `kubectl describe`.
+    assert status(cluster, ns, "noimage").get("phase") == "Degraded"
+    events = cluster.get_json("events", "-n", ns, "--field-selector", "involvedObject.name=toobig")["items"]
+    assert any(e["reason"] == "Unschedulable" and e["type"] == "Warning" for e in events), events
+    # A resource value that is not a quantity at all is refused at the door, naming the field.
+    bad = cluster.apply(paper_bot("badvalue", "fast", venue, runner={"resources": {"requests": {"cpu": "lots"}}}),
+                        namespace=ns, check=False)
+    assert bad.returncode != 0
+    assert "spec.runner.resources" in bad.stderr, bad.stderr
+
+
+def test_prometheus_finds_and_scrapes_the_operator_and_runner_pods_through_the_api_server(
+        cluster: Cluster, platform: pods.ChartOperator, venue: Emulator, tmp_path: pathlib.Path) -> None:
+    ns = platform.bots_namespace("scraped")
+    cluster.apply(fast_config("fast"), namespace=ns)
+    cluster.apply(paper_bot("scraped", "fast", venue), namespace=ns)
+    runner = pods.running_pod(cluster, ns, "scraped")
+    operator = platform.wait_ready()
+    # Prometheus discovers pods from the real API server with a ServiceAccount that may only list pods.
+    scraper = pods.pod_reader(cluster, platform.namespace, "prometheus")
+    jobs = []
+    for job, namespace, component in (("tradewarden-operator", platform.namespace, "operator"),
+                                      ("tradewarden-runners", ns, "runner")):
+        jobs.append({
+            "job_name": job, "honor_labels": job == "tradewarden-operator",
+            "kubernetes_sd_configs": [{"role": "pod", "api_server": scraper["server"],
+                                       "namespaces": {"names": [namespace]},
+                                       "authorization": {"credentials": scraper["token"]},
+                                       "tls_config": {"ca_file": scraper["ca_file"]}}],
+            "relabel_configs": [
+                {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"], "regex": component,
+                 "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "metrics",
+                 "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            ],
+        })
+    # Debian's prometheus is built without Kubernetes discovery: this one is built from the module proxy.
+    proc, url, log = launch_prometheus(tmp_path / "prometheus", jobs, binary=tools.prometheus())
+    try:
+        def up() -> dict[str, str] | None:
+            found = {r["metric"]["pod"]: r["value"][1] for r in query(url, "up")}
+            want = {runner["metadata"]["name"], operator["metadata"]["name"]}
+            return found if want <= {p for p, v in found.items() if v == "1"} else None
+
+        poll(up, timeout=60, interval=1, what="both pods discovered and up",
+             context=lambda: log.read_text(errors="replace")[-2000:])
+        # Real series from each pod: the runner's own, and the operator's view of the bot.
+        assert query(url, f'tradewarden_runner_bars_total{{pod="{runner["metadata"]["name"]}"}}')
+        poll(lambda: query(url, f'tradewarden_bot_info{{namespace="{ns}",bot="scraped"}}'), timeout=30,
+             interval=1, what="the operator pod's series for the bot")
+    finally:
+        stop(proc)

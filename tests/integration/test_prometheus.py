@@ -22,13 +22,10 @@ What it proves:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
-import signal
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -36,11 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 
 from support.kube import Cluster, poll
 from support.operator import OperatorProcess, strategy_config, trading_bot
-from support.prom import check_metrics, rule_groups, tool
+from support.prom import check_metrics, launch_prometheus, rule_groups, stop, tool
 from support.runner import VENV_BIN, RunnerProcess, free_port, token_kubeconfig
 from tradewarden.emulator import Emulator
 
@@ -124,51 +120,14 @@ def start_runner(cluster: Cluster, namespace: str, bot: str, workdir: pathlib.Pa
 
 def start_prometheus(workdir: pathlib.Path, operator_port: int, runner_ports: list[int]
                      ) -> tuple[subprocess.Popen[bytes], str, pathlib.Path]:
-    binary = tool("prometheus")
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups()}, sort_keys=False))
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["rules.yaml"],
-        "scrape_configs": [
-            # honor_labels as in the chart's ServiceMonitor: the operator's per-bot series carry the bot's
-            # namespace, which must win over a target's own `namespace` label.
-            {"job_name": "tradewarden-operator", "honor_labels": True,
-             "static_configs": [{"targets": [f"127.0.0.1:{operator_port}"]}]},
-            {"job_name": "tradewarden-runners",
-             "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in runner_ports]}]},
-        ],
-    }
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    log = workdir / "prometheus.log"
-    proc = subprocess.Popen(
-        [str(binary), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"prometheus exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        with contextlib.suppress(OSError):
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-            with opener.open(f"{url}/-/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return proc, url, log
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"prometheus was not ready within 30 s:\n{log.read_text(errors='replace')}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    return launch_prometheus(workdir, [
+        # honor_labels as in the chart's ServiceMonitor: the operator's per-bot series carry the bot's
+        # namespace, which must win over a target's own `namespace` label.
+        {"job_name": "tradewarden-operator", "honor_labels": True,
+         "static_configs": [{"targets": [f"127.0.0.1:{operator_port}"]}]},
+        {"job_name": "tradewarden-runners",
+         "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in runner_ports]}]},
+    ])
 
 
 @pytest.fixture(scope="module")

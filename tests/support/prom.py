@@ -9,10 +9,15 @@ are missing, and says so.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import time
+import urllib.request
 from typing import Any
 
 import yaml
@@ -51,6 +56,66 @@ def check_metrics(text: str, what: str) -> None:
     problems = (proc.stdout + proc.stderr).strip()
     assert (proc.returncode, problems) == (0, ""), \
         f"promtool check metrics found problems in {what} (exit {proc.returncode}):\n{problems}"
+
+
+def launch_prometheus(workdir: pathlib.Path, scrape_configs: list[dict[str, Any]],
+                      binary: pathlib.Path | None = None) -> tuple[subprocess.Popen[bytes], str, pathlib.Path]:
+    """A real Prometheus (Debian's unless ``binary`` is given) on a free loopback port with its own
+    storage, the chart's rules and these scrape configs (1 s intervals); returns the process, its URL
+    and its log once it is ready."""
+    binary = binary or tool("prometheus")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups()}, sort_keys=False))
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["rules.yaml"],
+        "scrape_configs": scrape_configs,
+    }
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = workdir / "prometheus.log"
+    proc = subprocess.Popen(
+        [str(binary), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"prometheus exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+        with contextlib.suppress(OSError):
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"{url}/-/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return proc, url, log
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"prometheus was not ready within 30 s:\n{log.read_text(errors='replace')}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def query(url: str, promql: str) -> list[dict[str, Any]]:
+    """An instant query against the Prometheus at ``url``: [{"metric": {labels}, "value": [t, "v"]}, ...]."""
+    import json
+    import urllib.parse
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}), timeout=5) as resp:
+        doc = json.loads(resp.read())
+    assert doc["status"] == "success", doc
+    result: list[dict[str, Any]] = doc["data"]["result"]
+    return result
 
 
 def rule_groups() -> list[dict[str, Any]]:

@@ -55,7 +55,8 @@ def live_bot(name: str, config: str, exchange: dict[str, Any] | None = None, **s
 
 
 def start_operator_with_reviewers(cluster: Cluster, workdir: pathlib.Path,
-                                  reviewers: list[tuple[str, str, float]], api_key: str) -> OperatorProcess:
+                                  reviewers: list[tuple[str, str, float]], api_key: str,
+                                  extra_args: tuple[str, ...] = ()) -> OperatorProcess:
     """An operator subprocess configured with external reviewers ``(name, url, timeout seconds)``, all
     reading their key from the Secret ``llm-key`` in the operator's ``<prefix>-keys`` namespace."""
     prefix = new_prefix()
@@ -64,7 +65,7 @@ def start_operator_with_reviewers(cluster: Cluster, workdir: pathlib.Path,
         {"name": name, "url": url, "model": "test-model", "timeoutSeconds": timeout,
          "apiKeySecretRef": {"namespace": f"{prefix}-keys", "name": "llm-key", "key": "apiKey"}}
         for name, url, timeout in reviewers]))
-    op = OperatorProcess(cluster, workdir, prefix=prefix, extra_args=("--reviewers", str(path)))
+    op = OperatorProcess(cluster, workdir, prefix=prefix, extra_args=("--reviewers", str(path), *extra_args))
     op.start()
     cluster.apply(secret_manifest("llm-key", {"apiKey": api_key}), namespace=op.namespace("keys"))
     return op

@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import urllib.parse
 from typing import Any
 
 import yaml
@@ -69,8 +70,9 @@ def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: pathl
 class TcpProxy:
     """A loopback TCP forwarder the test can cut, to take the API server away from one runner."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self.target_port = target_port
+        self.target_host = target_host
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.server.bind(("127.0.0.1", 0))
@@ -89,7 +91,7 @@ class TcpProxy:
             if not self.open:
                 client.close()
                 continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            upstream = socket.create_connection((self.target_host, self.target_port))
             self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -213,9 +215,9 @@ class BotEnv:
               tick: float = 0.3) -> RunnerProcess:
         server = None
         if via_proxy:
-            api_port = int(yaml.safe_load(pathlib.Path(self.cluster.kubeconfig).read_text())["clusters"][0]
-                           ["cluster"]["server"].rsplit(":", 1)[1])
-            self.proxy = self.proxy or TcpProxy(api_port)
+            api = urllib.parse.urlsplit(yaml.safe_load(pathlib.Path(self.cluster.kubeconfig).read_text())
+                                        ["clusters"][0]["cluster"]["server"])
+            self.proxy = self.proxy or TcpProxy(int(api.port or 443), api.hostname or "127.0.0.1")
             server = f"https://127.0.0.1:{self.proxy.port}"
         kubeconfig = token_kubeconfig(self.cluster, self.namespace, runner_account_name(self.name),
                                       self.workdir / "kubeconfig", server)
