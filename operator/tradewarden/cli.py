@@ -9,6 +9,7 @@ runner never loads kopf and the operator never loads ccxt.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--ensure-killswitch-reason", default=None, metavar="TEXT",
                     help="spec.reason of the KillSwitch that --ensure-killswitch creates.")
     op.add_argument("--verbose", action="store_true")
+    op.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("TRADEWARDEN_LOG_FORMAT", "text"),
+                    help="text (default, for a terminal) or json: one redacted JSON object per line, as the runner "
+                         "writes (the chart sets json, for `kubectl logs` and log collectors).")
 
     rn = sub.add_parser("runner", help="Run one bot.")
     rn.add_argument("--bot", required=True, help="The TradingBot as NAMESPACE/NAME.")

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from tradewarden.runner.logs import JsonFormatter, RedactingFilter, Redactor
+from tradewarden.logs import JsonFormatter, RedactingFilter, Redactor
 
 CANARY = "CANARY-SECRET-7f3a9c"
 

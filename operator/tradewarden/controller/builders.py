@@ -530,7 +530,8 @@ def build_statefulset(bot: TradingBot, defaults: OperatorDefaults) -> Manifest:
                 "fsGroup": RUNNER_UID,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
-            # A runner asked to stop flushes its journal and releases nothing else; 30 s is ample.
+            # A runner asked to stop cancels its resting entries and flushes its journal within
+            # $TRADEWARDEN_SHUTDOWN_SECONDS (20 s by default): 30 s leaves it room.
             "terminationGracePeriodSeconds": 30,
             "containers": [container],
             "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],

@@ -70,6 +70,7 @@ from tradewarden.controller.keys import GateKeyError, ensure_signer
 from tradewarden.controller.kube import Kube
 from tradewarden.controller.metrics import Metrics
 from tradewarden.controller.reviewers import ReviewerConfig, ReviewersFileError, load_reviewers
+from tradewarden.logs import setup_logging
 
 logger = logging.getLogger("tradewarden.operator")
 
@@ -101,11 +102,12 @@ def build_settings(verbose: bool = False) -> kopf.OperatorSettings:
     return settings
 
 
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+def configure_logging(verbose: bool, fmt: str = "text") -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if fmt == "json":
+        setup_logging({"component": "operator"}, level)
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     # The official client and aiohttp are chatty at DEBUG and say nothing useful at INFO.
     for noisy in ("urllib3", "kubernetes", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -200,7 +202,7 @@ async def operate(args: argparse.Namespace, reviewers: list[ReviewerConfig] | No
 
 def run_operator(args: argparse.Namespace) -> int:
     """Run until SIGINT or SIGTERM (kopf installs the signal handlers); return the exit code."""
-    configure_logging(bool(getattr(args, "verbose", False)))
+    configure_logging(bool(getattr(args, "verbose", False)), getattr(args, "log_format", "text"))
     reviewers: list[ReviewerConfig] = []
     path = getattr(args, "reviewers", None)
     if path:

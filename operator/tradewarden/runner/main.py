@@ -40,6 +40,7 @@ from tradewarden.api.runtime import (
 )
 from tradewarden.api.tradingbot import KillMode, TradingMode
 from tradewarden.exchange import Broker, ExchangeClient, ExchangeError, NeedsHuman, PaperBroker
+from tradewarden.logs import REDACTOR, setup_logging
 from tradewarden.runner.engine import Engine
 from tradewarden.runner.evidence import build_export
 from tradewarden.runner.journal import Journal
@@ -52,7 +53,6 @@ from tradewarden.runner.kube import (
     report_annotations,
     upload_evidence,
 )
-from tradewarden.runner.logs import REDACTOR, setup_logging
 from tradewarden.runner.metrics import RunnerMetrics, serve
 
 log = logging.getLogger("tradewarden.runner")
