@@ -99,14 +99,17 @@ def bridge_up() -> None:
     if f"{BRIDGE_IP}/24" not in addrs:
         _run("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", BRIDGE, check=True)
     _run("ip", "link", "set", BRIDGE, "up", check=True)
-    # Nothing routed between the pod bridge and any other interface: pods talk to this machine only.
-    if _run("iptables", "-w", "-n", "-L", FIREWALL_CHAIN).returncode != 0:
-        _run("iptables", "-w", "-N", FIREWALL_CHAIN, check=True)
-    _run("iptables", "-w", "-F", FIREWALL_CHAIN, check=True)
-    _run("iptables", "-w", "-A", FIREWALL_CHAIN, "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP", check=True)
-    _run("iptables", "-w", "-A", FIREWALL_CHAIN, "!", "-i", BRIDGE, "-o", BRIDGE, "-j", "DROP", check=True)
-    if _run("iptables", "-w", "-C", "FORWARD", "-j", FIREWALL_CHAIN).returncode != 0:
-        _run("iptables", "-w", "-I", "FORWARD", "1", "-j", FIREWALL_CHAIN, check=True)
+    # Nothing routed between the pod bridge and any other interface: pods talk to this machine only. In the
+    # mangle table, which every forwarded packet crosses before the filter table, where kube-proxy puts
+    # its own ACCEPT rules first.
+    ipt = ("iptables", "-w", "-t", "mangle")
+    if _run(*ipt, "-n", "-L", FIREWALL_CHAIN).returncode != 0:
+        _run(*ipt, "-N", FIREWALL_CHAIN, check=True)
+    _run(*ipt, "-F", FIREWALL_CHAIN, check=True)
+    _run(*ipt, "-A", FIREWALL_CHAIN, "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP", check=True)
+    _run(*ipt, "-A", FIREWALL_CHAIN, "!", "-i", BRIDGE, "-o", BRIDGE, "-j", "DROP", check=True)
+    if _run(*ipt, "-C", "FORWARD", "-j", FIREWALL_CHAIN).returncode != 0:
+        _run(*ipt, "-I", "FORWARD", "1", "-j", FIREWALL_CHAIN, check=True)
 
 
 def _network_cleanup(kube_proxy: pathlib.Path | None) -> None:
@@ -116,10 +119,11 @@ def _network_cleanup(kube_proxy: pathlib.Path | None) -> None:
     for ns in sorted(netns.glob("cni-*")) if netns.is_dir() else []:
         _run("ip", "netns", "delete", ns.name)
     _run("ip", "link", "delete", BRIDGE)
-    while _run("iptables", "-w", "-D", "FORWARD", "-j", FIREWALL_CHAIN).returncode == 0:
-        pass
-    _run("iptables", "-w", "-F", FIREWALL_CHAIN)
-    _run("iptables", "-w", "-X", FIREWALL_CHAIN)
+    for table in ("mangle", "filter"):  # filter: where an older version of this file put it
+        while _run("iptables", "-w", "-t", table, "-D", "FORWARD", "-j", FIREWALL_CHAIN).returncode == 0:
+            pass
+        _run("iptables", "-w", "-t", table, "-F", FIREWALL_CHAIN)
+        _run("iptables", "-w", "-t", table, "-X", FIREWALL_CHAIN)
 
 
 # --------------------------------------------------------------------------------------------- config
