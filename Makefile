@@ -68,6 +68,8 @@ test: lint ## Lint, then every test (starts a local one-node cluster for the ses
 	@$(call timed,$(TOOLS) prometheus >/dev/null,prometheus with Kubernetes discovery)
 	@$(MAKE) --no-print-directory prometheus
 	@$(PY) -m pytest $(PYTEST_ARGS)
+	@# Alone, after the session has stopped its cluster: one node per machine.
+	@if [ "$$TRADEWARDEN_CLUSTER" = local ]; then TRADEWARDEN_RECOVERY_TEST=1 $(PY) -m pytest tests/recovery $(PYTEST_ARGS); fi
 
 test-unit: $(STAMP) prometheus ## Only the tests that need no cluster
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -8,6 +8,7 @@ cluster's nodes already and ``TRADEWARDEN_IMAGE_TAG`` names their tag (docs/TEST
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 import subprocess
@@ -140,7 +141,12 @@ def install_chart(cluster: Cluster, helm_bin: pathlib.Path, *extra: str,
          # An operator started by another test may have created the shared runner role already.
          "--take-ownership", *extra)
     op = ChartOperator(cluster, helm_bin, release, ns, prefix, tag)
-    op.wait_ready()
+    try:
+        op.wait_ready()
+    except BaseException:
+        uninstall_chart(op)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        raise
     return op
 
 
@@ -192,3 +198,24 @@ def pod_logs(cluster: Cluster, ns: str, pod: str, previous: bool = False) -> lis
         except json.JSONDecodeError:
             continue
     return lines
+
+
+def pod_reader(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
+    """A ServiceAccount that may only get, list and watch pods, cluster-wide (what a Prometheus needs for
+    ``kubernetes_sd_configs`` role pod); returns the API server URL, a token of it and the CA file."""
+    cluster.apply([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": f"{namespace}-{name}"},
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": f"{namespace}-{name}"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{namespace}-{name}"},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+    ])
+    token = cluster.kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip()
+    config = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)
+    server = config["clusters"][0]["cluster"]
+    ca = pathlib.Path(cluster.kubeconfig).with_name(f"ca-{namespace}.crt")
+    ca.write_bytes(base64.b64decode(server["certificate-authority-data"]))
+    return {"server": server["server"], "token": token, "ca_file": str(ca)}
