@@ -1,10 +1,14 @@
 """``make demo``: the whole product on one machine, in one command.
 
-Brings up the local control plane (or uses the current kubeconfig context with
-``TRADEWARDEN_CLUSTER=current``), installs the CRDs and the ``global`` KillSwitch, starts the exchange
-emulator and the operator as local processes, applies demo bots with placement ``external`` and starts
-their runners as local processes authenticated by each bot's own ServiceAccount token, then shows
-``kubectl get tb -w`` until Ctrl-C, when it stops everything it started.
+Brings up the local one-node cluster (or uses the current kubeconfig context with
+``TRADEWARDEN_CLUSTER=current``) and the exchange emulator, then, by default (``--placement cluster``):
+builds this tree's images and loads them onto the node, installs the chart with ``helm install`` in one
+step (CRDs, the operator as a pod under PodSecurity ``restricted``, which creates the ``global``
+KillSwitch), and applies demo bots that run as runner pods; the emulator listens on the pod bridge.
+With ``--placement external`` (the default on a current context, unless ``TRADEWARDEN_IMAGE_TAG`` names
+images already on its nodes) the operator and the runners are local processes instead, each runner
+authenticated by its bot's own ServiceAccount token. Then it shows ``kubectl get tb -w`` until Ctrl-C,
+when it stops everything it started.
 
 ``--exit-when-ready`` returns as soon as every bot is Ready (used by the test of this script).
 """
@@ -27,9 +31,12 @@ import yaml
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from cluster import localcluster  # noqa: E402 - the control plane launcher lives beside its Go module
+from cluster import localcluster, node, tools  # noqa: E402 - the cluster launcher lives beside its Go module
 
 NAMESPACE = "trading-demo"
+RELEASE = "tradewarden"
+SYSTEM = "tradewarden-system"
+RESTRICTED = ("pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest")
 BIN = pathlib.Path(sys.executable).parent
 STATE = REPO / ".demo"
 
@@ -55,6 +62,8 @@ class Demo:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.started_cluster = False
         self.kubeconfig = ""
+        self.tag = os.environ.get("TRADEWARDEN_IMAGE_TAG", "")
+        self.installed = False
         STATE.mkdir(exist_ok=True)
 
     # ---- helpers -------------------------------------------------------------------------------------
@@ -86,8 +95,32 @@ class Demo:
             return
         state = localcluster.State.load(localcluster.DEFAULT_DIR)
         self.started_cluster = not (state and localcluster.healthy(state))
-        step("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
-        self.kubeconfig = localcluster.up(localcluster.DEFAULT_DIR).kubeconfig
+        step("starting the local cluster: control plane and one node (containerd, kubelet, kube-proxy)")
+        state = localcluster.up(localcluster.DEFAULT_DIR)
+        self.kubeconfig = state.kubeconfig
+        if self.args.placement == "cluster":
+            step("building this tree's operator and runner images (buildah) and loading them onto the node")
+            self.tag = localcluster.ensure_images(state)
+
+    def install_chart(self) -> None:
+        step(f"helm install {RELEASE} charts/tradewarden -n {SYSTEM}: CRDs, the operator as a pod, RBAC")
+        self.kubectl("create", "namespace", SYSTEM, check=False)
+        self.kubectl("label", "--overwrite", "namespace", SYSTEM, *RESTRICTED)
+        helm = str(tools.helm())
+        proc = subprocess.run([
+            helm, "upgrade", "--install", RELEASE, str(REPO / "charts" / "tradewarden"), "-n", SYSTEM,
+            "--set", f"image.tag={self.tag}", "--set", f"runnerImage.tag={self.tag}",
+            # Only the demo's namespace: a cluster shared with other work keeps its own operators.
+            "--set-json", f'operator.namespaces=["{NAMESPACE}"]',
+            "--set-json", f'operator.allowedApiUrls=["http://{node.BRIDGE_IP}:"]',
+            # CRDs applied before by kubectl (a test session, an earlier demo) become the release's.
+            "--take-ownership", "--wait", "--timeout", "180s"],
+            capture_output=True, text=True, env=dict(os.environ, KUBECONFIG=self.kubeconfig))
+        if proc.returncode != 0:
+            raise SystemExit(f"helm install failed:\n{proc.stdout}\n{proc.stderr}\n"
+                             f"{self.kubectl('describe', 'pods', '-n', SYSTEM, check=False)[-3000:]}")
+        self.installed = True
+        print(self.kubectl("get", "pods", "-n", SYSTEM))
 
     def install(self) -> None:
         step("installing the CRDs and the global KillSwitch (mode off)")
@@ -99,9 +132,11 @@ class Demo:
                          "metadata": {"name": "global"}, "spec": {"mode": "off"}}])
 
     def emulator(self) -> str:
-        step("starting the local exchange emulator (Binance spot REST dialect, seeded synthetic markets)")
+        # Runner pods reach it on the pod bridge; runner processes on loopback.
+        host = node.BRIDGE_IP if self.args.placement == "cluster" else "127.0.0.1"
+        step(f"starting the local exchange emulator on {host} (Binance spot REST dialect, seeded synthetic markets)")
         proc = self.spawn("emulator", [str(BIN / "python"), "-m", "tradewarden.emulator", "--port", "0",
-                                       "--seed", "42", "--bar-seconds", str(self.args.bar_seconds)])
+                                       "--host", host, "--seed", "42", "--bar-seconds", str(self.args.bar_seconds)])
         log = STATE / "emulator.log"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -130,8 +165,11 @@ class Demo:
         print(f"    operator log: {STATE / 'operator.log'}, metrics: http://127.0.0.1:{self.args.operator_metrics_port}/metrics")
 
     def bots(self, url: str) -> None:
-        step(f"creating namespace {NAMESPACE}, strategy configs and bots (placement external)")
+        placement = self.args.placement
+        step(f"creating namespace {NAMESPACE}, strategy configs and bots (placement {placement})")
         self.kubectl("create", "namespace", NAMESPACE, check=False)
+        if placement == "cluster":
+            self.kubectl("label", "--overwrite", "namespace", NAMESPACE, *RESTRICTED)
         docs: list[dict[str, Any]] = []
         for sc in DEMO_CONFIGS:
             docs.append({"apiVersion": "tradewarden.io/v1alpha1", "kind": "StrategyConfig",
@@ -140,7 +178,7 @@ class Demo:
         for bot in DEMO_BOTS:
             docs.append({"apiVersion": "tradewarden.io/v1alpha1", "kind": "TradingBot",
                          "metadata": {"name": bot["name"], "labels": bot["labels"]},
-                         "spec": {"strategyConfigRef": bot["config"], "mode": bot["mode"], "placement": "external",
+                         "spec": {"strategyConfigRef": bot["config"], "mode": bot["mode"], "placement": placement,
                                   "exchange": {"id": "binance", "sandbox": False, "apiUrl": url}}})
         self.apply(docs, NAMESPACE)
 
@@ -179,6 +217,8 @@ class Demo:
                             for c in i.get("status", {}).get("conditions", []))]
             if len(ready) == len(DEMO_BOTS):
                 print(self.kubectl("get", "tb", "-n", NAMESPACE))
+                if self.args.placement == "cluster":
+                    print(self.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide"))
                 return
             for name, proc in self.procs:
                 if proc.poll() is not None:
@@ -195,6 +235,9 @@ class Demo:
   export {k}
   kubectl get tb,strat -n {NAMESPACE}                  # bots and strategy configs (printer columns)
   kubectl describe tb eth-paper -n {NAMESPACE}         # conditions and Events tell the story
+  kubectl get pods -n {NAMESPACE}                      # one runner pod per bot (placement cluster)
+  kubectl logs -n {NAMESPACE} eth-paper-runner-0       # the runner's structured log (JSON lines)
+  kubectl logs -n {SYSTEM} deploy/{RELEASE}-operator   # the operator's log
   kubectl get lease -n {NAMESPACE}                     # runner heartbeats
   kubectl patch killswitch global --type merge -p '{{"spec":{{"mode":"close_only","reason":"demo"}}}}'
   kubectl get ks global                                # Matched / Acked
@@ -212,6 +255,11 @@ Logs: {STATE}/*.log. Press Ctrl-C to stop everything the demo started.
         proc.wait()
 
     def stop(self) -> None:
+        if self.installed and not self.started_cluster:
+            step(f"deleting the demo's bots (their pods stop) and uninstalling release {RELEASE}")
+            self.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=90s", check=False)
+            subprocess.run([str(tools.helm()), "uninstall", RELEASE, "-n", SYSTEM, "--wait"], capture_output=True,
+                           env=dict(os.environ, KUBECONFIG=self.kubeconfig), check=False)
         step("stopping the runners, the operator and the emulator")
         for _name, proc in reversed(self.procs):
             if proc.poll() is None:
@@ -224,7 +272,7 @@ Logs: {STATE}/*.log. Press Ctrl-C to stop everything the demo started.
                 proc.kill()
                 print(f"    {name} did not stop in time; killed")
         if self.started_cluster and not self.args.keep_cluster:
-            step("stopping the local control plane")
+            step("stopping the local cluster")
             localcluster.down(localcluster.DEFAULT_DIR)
         print("stopped.")
 
@@ -235,17 +283,27 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=180, help="Seconds to wait for Ready.")
     parser.add_argument("--bar-seconds", type=float, default=2.0, help="Real seconds per emulated 1-minute bar.")
     parser.add_argument("--operator-metrics-port", type=int, default=18080)
-    parser.add_argument("--keep-cluster", action="store_true", help="Leave the control plane running at the end.")
+    parser.add_argument("--keep-cluster", action="store_true", help="Leave the cluster running at the end.")
+    parser.add_argument("--placement", choices=["cluster", "external"], default=None,
+                        help="Bots as runner pods on the node (default on the local cluster, or on a current "
+                             "context with TRADEWARDEN_IMAGE_TAG), or as local processes (external).")
     args = parser.parse_args()
+    if args.placement is None:
+        current = os.environ.get("TRADEWARDEN_CLUSTER", "local") == "current"
+        args.placement = "external" if current and not os.environ.get("TRADEWARDEN_IMAGE_TAG") else "cluster"
     demo = Demo(args)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         demo.cluster()
-        demo.install()
         url = demo.emulator()
-        demo.operator()
-        demo.bots(url)
-        demo.runners()
+        if args.placement == "cluster":
+            demo.install_chart()
+            demo.bots(url)
+        else:
+            demo.install()
+            demo.operator()
+            demo.bots(url)
+            demo.runners()
         demo.wait_ready(args.timeout)
         if args.exit_when_ready:
             return 0

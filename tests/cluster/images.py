@@ -149,7 +149,11 @@ def build_base() -> str:
 
 
 def wheel_dir() -> pathlib.Path:
-    key = _digest((REPO / "constraints.txt").read_bytes(), sys.version.encode())
+    """Keyed by the lock file, the interpreter and the dependency lists of pyproject.toml."""
+    with open(REPO / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)
+    deps = " ".join([*project["project"]["dependencies"], *project["build-system"]["requires"]])
+    key = _digest((REPO / "constraints.txt").read_bytes(), sys.version.encode(), deps.encode())
     return cache_root() / f"wheels-{key}"
 
 
@@ -163,14 +167,13 @@ def build_wheels() -> pathlib.Path:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     say("pip wheel of the pinned dependencies (once per constraints.txt)")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--constraint", str(REPO / "constraints.txt"),
-                    "--wheel-dir", str(partial), str(REPO)], check=True)
-    # The project's build backend too: the image builds the project's wheel offline.
+    # The project's dependencies and its build backend, read from pyproject.toml; the project itself is
+    # built inside the image, from the build context (building it here would leave build/ in the tree).
     with open(REPO / "pyproject.toml", "rb") as f:
-        backend = tomllib.load(f)["build-system"]["requires"]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(partial), *backend], check=True)
-    for own in partial.glob("tradewarden-*.whl"):
-        own.unlink()  # the project's own wheel is built inside the image, from the build context
+        project = tomllib.load(f)
+    wanted = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--constraint", str(REPO / "constraints.txt"),
+                    "--wheel-dir", str(partial), *wanted], check=True)
     (partial / ".complete").write_text("")
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)

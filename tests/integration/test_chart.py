@@ -7,10 +7,11 @@ the monitoring.coreos.com kinds (ServiceMonitor, PodMonitor, PrometheusRule): th
 here and kubeconform cannot fetch its schemas offline, so their structure is asserted in Python instead
 (test_monitoring_objects_point_at_what_exists).
 
-The last test is the one that matters most: it installs the chart, mints a token for the chart's
-ServiceAccount, runs ``tradewarden operator`` as a local process under that token (there is no kubelet),
-and checks that a bot from examples/01-signals-bot gets its status, ConfigMap, runner RBAC and Lease,
-and that the operator's log shows no refused request.
+The last test is the one that matters most: it installs the chart with this tree's images, so the
+operator runs as the chart's Deployment pod on the node (PodSecurity restricted, nothing but the chart's
+ServiceAccount), and checks that a bot from examples/01-signals-bot gets its status, ConfigMap, runner
+RBAC, Lease and runner pod, that the operator's log shows no refused request, that `helm upgrade` keeps
+an engaged brake engaged and `helm uninstall` keeps the CRDs and the bots' objects and data.
 """
 
 from __future__ import annotations
@@ -388,6 +389,9 @@ def _token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: path
 
 @pytest.fixture
 def chart_release(helm_bin: pathlib.Path, cluster: Cluster, namespace: str) -> Iterator[dict[str, str]]:
+    from support.pods import image_tag
+
+    image_tag(cluster)  # this tree's images on the node, or a clear failure
     """The chart installed into the test's namespace, the operator watching ``<prefix>-*`` namespaces."""
     suffix = uuid.uuid4().hex[:5]
     release = f"tradewarden-{suffix}"
@@ -401,8 +405,9 @@ def chart_release(helm_bin: pathlib.Path, cluster: Cluster, namespace: str) -> I
     install = run_helm(
         helm_bin, "install", release, str(CHART), "-n", namespace,
         # The session fixture installed the CRDs. `global` selects every bot of the shared cluster: the
-        # operator below ensures a switch of this test's own name instead (and deletes it afterwards).
-        "--set", "crds.install=false", "--set", "globalKillSwitch.create=false",
+        # operator pod ensures a switch of this test's own name instead (deleted afterwards).
+        "--set", "crds.install=false", "--set", f"globalKillSwitch.name={prefix}-global",
+        "--set", f"image.tag={cluster.image_tag}", "--set", f"runnerImage.tag={cluster.image_tag}",
         "--set-json", f'operator.namespaces=["{prefix}-*"]',
         "--set-json", f'rbac.credentialsNamespaces=["{creds_ns}"]',
         # An operator started by another test may have created the shared runner role already.
@@ -417,6 +422,7 @@ def chart_release(helm_bin: pathlib.Path, cluster: Cluster, namespace: str) -> I
         run_helm(helm_bin, "uninstall", release, "-n", namespace, "--wait=false", kubeconfig=cluster.kubeconfig,
                  check=False)
         cluster.kubectl("delete", "namespace", creds_ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "killswitch", f"{prefix}-global", "--ignore-not-found", "--wait=false", check=False)
         if shared_before.returncode == 0:
             # Put back the role other tests' operators and runners rely on (uninstall removed it).
             role = json.loads(shared_before.stdout)
@@ -429,9 +435,7 @@ def chart_release(helm_bin: pathlib.Path, cluster: Cluster, namespace: str) -> I
 
 @pytest.mark.cluster
 def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
-        cluster: Cluster, chart_release: dict[str, str], tmp_path: pathlib.Path) -> None:
-    from support.operator import OperatorProcess
-
+        cluster: Cluster, chart_release: dict[str, str], helm_bin: pathlib.Path) -> None:
     ns, prefix = chart_release["namespace"], chart_release["prefix"]
     account = f"system:serviceaccount:{ns}:{chart_release['account']}"
 
@@ -449,7 +453,7 @@ def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
     refused = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(weak), check=False)
     assert refused.returncode != 0, "a pod without allowPrivilegeEscalation=false was admitted"
     assert "PodSecurity" in refused.stderr, refused.stderr
-    # And the real path: kube-controller-manager's ReplicaSet made the pod (stored, never run: no kubelet).
+    # And the real path: kube-controller-manager's ReplicaSet made the pod.
     selector = ",".join(f"{k}={v}" for k, v in dep["spec"]["selector"]["matchLabels"].items())
     cluster.wait_for(lambda: cluster.get_json("pods", "-n", ns, "-l", selector)["items"], timeout=30,
                      what="the operator pod admitted under PodSecurity restricted")
@@ -494,17 +498,24 @@ def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
     wrong += [("denied", d) for d in denied if _can_i(cluster, account, *d)]
     assert wrong == [], f"the chart's RBAC differs from the intent: {wrong}"
 
-    # 3. The real operator, as a local process authenticated as the chart's ServiceAccount.
-    sa_cluster = Cluster(kubeconfig=_token_kubeconfig(cluster, ns, chart_release["account"],
-                                                      tmp_path / "sa.kubeconfig"), owned=False)
-    # The chart's release namespace is the operator's own (its gate ledger and key), as in the Deployment;
-    # and it ensures a global switch as the Deployment's --ensure-killswitch does (a name of its own).
+    # 3. The real operator: the chart's own pod, on the node, with nothing but the chart's ServiceAccount.
+    pod = cluster.wait_for(lambda: next(iter(
+        p for p in cluster.get_json("pods", "-n", ns, "-l", selector)["items"]
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions", []))),
+        None), timeout=120, interval=0.5, what="the operator pod Ready (its probes pass)")
+    assert pod["spec"]["serviceAccountName"] == chart_release["account"]
+    # No credentials but the projected ServiceAccount token: no Secret volume, no env from a Secret.
+    assert [v for v in pod["spec"]["volumes"] if "secret" in v] == []
+    container = pod["spec"]["containers"][0]
+    assert not [e for e in container.get("env", []) if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]]
+    assert container["image"] == f"tradewarden/operator:{cluster.image_tag}"
     brake = f"{prefix}-global"
-    op = OperatorProcess(sa_cluster, tmp_path / "operator", prefix=prefix, ledger_ns=ns,
-                         extra_args=("--ensure-killswitch", brake))
     cluster.kubectl("create", "namespace", bots_ns)
+
+    def operator_log() -> str:
+        return cluster.kubectl("logs", "-n", ns, pod["metadata"]["name"], "--tail=2000", check=False).stdout
+
     try:
-        op.start()
         for manifest in sorted((REPO / "examples" / "01-signals-bot").glob("*.yaml")):
             cluster.kubectl("apply", "-n", bots_ns, "-f", str(manifest))
 
@@ -518,26 +529,45 @@ def test_helm_install_then_the_operator_runs_on_the_charts_rbac(
             # The runner's identity and its least-privilege Role: creating them passed the API server's
             # RBAC escalation check, so the chart's role holds everything it grants.
             for kind, name in (("serviceaccount", "btc-signals-runner"), ("role", "btc-signals-runner"),
-                               ("rolebinding", "btc-signals-runner"), ("lease", "btc-signals-runner")):
+                               ("rolebinding", "btc-signals-runner"), ("lease", "btc-signals-runner"),
+                               ("pvc", "journal-btc-signals-runner-0")):
                 cluster.wait_for(lambda k=kind, n=name: cluster.kubectl("get", k, n, "-n", bots_ns,
                                                                           check=False).returncode == 0,
-                                 timeout=30, what=f"{kind} {name}")
+                                 timeout=60, what=f"{kind} {name}")
             cluster.wait_for(lambda: any(
                 s.get("namespace") == bots_ns
                 for s in cluster.get_json("clusterrolebinding", SHARED_RUNNER_ROLE).get("subjects") or []),
                 timeout=30, what="the runner in the shared kill-switch binding")
+            # In one step: the operator pod made the chart's global switch (here under this test's name).
             cluster.wait_for(lambda: cluster.kubectl("get", "killswitch", brake, check=False).returncode == 0,
-                             timeout=30, what=f"KillSwitch {brake} created under the chart's RBAC")
+                             timeout=60, what=f"KillSwitch {brake} created under the chart's RBAC")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- operator log ---\n{op.log()}") from None
-        # Not a bare "403": log timestamps carry milliseconds (",403") and would match it.
+            raise AssertionError(f"{exc}\n--- operator log ---\n{operator_log()[-6000:]}") from None
         refusal = re.compile(r"forbidden|not enough permissions|\b(?:status|code|HTTP)[ :=]*403\b", re.IGNORECASE)
-        refused = [line for line in op.log().splitlines() if refusal.search(line)]
+        refused = [line for line in operator_log().splitlines() if refusal.search(line)]
         assert refused == [], "the operator was refused requests under the chart's RBAC:\n" + "\n".join(refused)
+
+        # 4. helm upgrade: the pod rolls, and a brake on-call engaged stays engaged.
+        cluster.kubectl("patch", "killswitch", brake, "--type=merge", "-p",
+                        json.dumps({"spec": {"mode": "halt_all", "reason": "on-call, before the upgrade"}}))
+        run_helm(helm_bin, "upgrade", chart_release["release"], str(CHART), "-n", ns, "--reuse-values",
+                 "--set", "operator.verbose=true", "--wait", "--timeout", "120s", kubeconfig=cluster.kubeconfig)
+        rolled = cluster.get_json("deployment", chart_release["deployment"], "-n", ns)
+        assert "--verbose" in rolled["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert (rolled.get("status") or {}).get("readyReplicas") == 1
+        assert cluster.get_json("killswitch", brake)["spec"]["mode"] == "halt_all"
+
+        # 5. helm uninstall: the operator goes; the CRDs, the bots, their data and the brake stay.
+        run_helm(helm_bin, "uninstall", chart_release["release"], "-n", ns, "--wait", kubeconfig=cluster.kubeconfig)
+        assert cluster.kubectl("get", "deployment", chart_release["deployment"], "-n", ns,
+                               check=False).returncode != 0
+        for crd in ("tradingbots", "strategyconfigs", "killswitches", "gateoverrides"):
+            assert cluster.kubectl("get", "crd", f"{crd}.tradewarden.io", check=False).returncode == 0
+        assert cluster.get_json("tradingbot", "btc-signals", "-n", bots_ns)["metadata"]["name"] == "btc-signals"
+        assert cluster.get_json("pvc", "journal-btc-signals-runner-0", "-n", bots_ns)["status"]["phase"] == "Bound"
+        assert cluster.get_json("killswitch", brake)["spec"]["mode"] == "halt_all"
     finally:
-        op.stop()
         cluster.kubectl("delete", "namespace", bots_ns, "--wait=false", check=False)
-        cluster.kubectl("delete", "killswitch", brake, "--ignore-not-found", "--wait=false", check=False)
 
 
 def test_kubeconfig_helper_keeps_no_admin_credentials(tmp_path: pathlib.Path) -> None:

@@ -105,6 +105,12 @@ def test_a_paper_bot_becomes_a_running_pod_and_config_edits_reach_it_without_a_r
     lines = pods.pod_logs(cluster, ns, pod["metadata"]["name"])
     assert any(line.get("msg", "").startswith("runner started in paper mode") for line in lines), lines[:5]
     assert all(line.get("bot") == f"{ns}/edits" for line in lines if "bot" in line)
+    # The operator pod logs the same way: every line one JSON object.
+    op_lines = [line for line in platform.logs(tail=400).splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in op_lines]
+    assert parsed, "the operator pod logged nothing"
+    assert {line["component"] for line in parsed} == {"operator"}
+    assert {"ts", "level", "logger", "msg"} <= set(parsed[0])
 
     # A strategy edit reaches the running pod through its ConfigMap watch: same pod, no restart.
     cluster.kubectl("patch", "strategyconfig", "fast", "-n", ns, "--type=merge", "-p",
@@ -235,6 +241,16 @@ def test_a_pod_that_cannot_start_says_why_in_the_bots_status(
     assert "spec.runner.resources" in bad.stderr, bad.stderr
 
 
+def operator_metrics(pod: dict[str, Any]) -> str:
+    """The operator pod's own /metrics, read from this machine (for a failure's context)."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return "\n".join(line for line in text.splitlines() if line.startswith("tradewarden_operator_bot"))[:3000]
+
+
 def test_prometheus_finds_and_scrapes_the_operator_and_runner_pods_through_the_api_server(
         cluster: Cluster, platform: pods.ChartOperator, venue: Emulator, tmp_path: pathlib.Path) -> None:
     ns = platform.bots_namespace("scraped")
@@ -273,7 +289,8 @@ def test_prometheus_finds_and_scrapes_the_operator_and_runner_pods_through_the_a
              context=lambda: log.read_text(errors="replace")[-2000:])
         # Real series from each pod: the runner's own, and the operator's view of the bot.
         assert query(url, f'tradewarden_runner_bars_total{{pod="{runner["metadata"]["name"]}"}}')
-        poll(lambda: query(url, f'tradewarden_bot_info{{namespace="{ns}",bot="scraped"}}'), timeout=30,
-             interval=1, what="the operator pod's series for the bot")
+        poll(lambda: query(url, f'tradewarden_operator_bot_info{{namespace="{ns}",bot="scraped"}}'), timeout=30,
+             interval=1, what="the operator pod's series for the bot",
+             context=lambda: operator_metrics(operator))
     finally:
         stop(proc)
