@@ -23,7 +23,7 @@ import pytest
 from support import live, pods
 from support.kube import Cluster, poll
 from support.operator import OperatorProcess, get, strategy_config
-from support.promotion import live_bot, start_operator_with_reviewers, until, wait_runtime
+from support.promotion import live_bot, until, wait_runtime
 from support.reviewers import ReviewerServer
 from support.runner import secret_manifest
 from tradewarden.api.runtime import ANN_TELEMETRY
@@ -45,16 +45,11 @@ def server() -> Iterator[ReviewerServer]:
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, server: ReviewerServer,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    tag = pods.image_tag(cluster)
-    op = start_operator_with_reviewers(
-        cluster, tmp_path_factory.mktemp("operator"), [("alpha", server.url("alpha"), 10)],
-        "sk-test-" + uuid.uuid4().hex,
-        extra_args=("--runner-image", f"tradewarden/runner:{tag}", "--allowed-api-url", f"http://{pods.BRIDGE_IP}:"))
-    try:
-        yield op
-    finally:
-        op.stop()
-        op.delete_namespaces()
+    # This tree's runner image for the bot's StatefulSet; the venue is the emulator on the pod bridge.
+    yield from live.operator_with_reviewers(
+        cluster, server, tmp_path_factory.mktemp("operator"),
+        extra_args=("--runner-image", f"tradewarden/runner:{pods.image_tag(cluster)}",
+                    "--allowed-api-url", f"http://{pods.BRIDGE_IP}:"))
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,11 @@ def reviewer_server() -> Iterator[ReviewerServer]:
 
 def operator_with_reviewers(cluster: Cluster, server: ReviewerServer, workdir: pathlib.Path,
                             reviewers: Sequence[tuple[str, str, float]] = (("alpha", "alpha", 10),),
-                            ) -> Iterator[OperatorProcess]:
+                            extra_args: tuple[str, ...] = ()) -> Iterator[OperatorProcess]:
     """An operator whose external reviewers ``(name, path on the server, timeout)`` answer on ``server``."""
     op = start_operator_with_reviewers(cluster, workdir, [(name, server.url(path), timeout)
                                                           for name, path, timeout in reviewers],
-                                       "sk-test-" + uuid.uuid4().hex)
+                                       "sk-test-" + uuid.uuid4().hex, extra_args)
     try:
         yield op
     finally:
