@@ -336,6 +336,9 @@ def up(state_dir: pathlib.Path, timeout: float = 120.0) -> State:
         return existing
     node.ensure_packages()
     bins = build()
+    # Refuse while another cluster's node is alive (its shims answer to the same containerd socket), then
+    # clean what a crashed run here left, then take the machine's node.
+    node.claim(state_dir, _alive_dir)
     down(state_dir)
     node.claim(state_dir, _alive_dir)
     built = _timed_step("images", images.build_all)
@@ -449,7 +452,7 @@ def ensure_images(state: State) -> str:
     tag the operator and runner images carry on the node. A cluster left running by `make cluster-up`
     thus always runs the code under test, not the code it was started with."""
     built = images.build_all()
-    sock = pathlib.Path(state.dir) / "node" / "containerd" / "containerd.sock"
+    sock = node.CONTAINERD_SOCKET
     listed = subprocess.run(["ctr", "--address", str(sock), "-n", "k8s.io", "images", "ls", "-q"],
                             capture_output=True, text=True, check=True).stdout.split()
     have = {ref.removeprefix("docker.io/") for ref in listed}

@@ -36,6 +36,13 @@ CNI_BIN = pathlib.Path("/usr/lib/cni")
 FIREWALL_CHAIN = "TRADEWARDEN-ISOLATE"
 #: The machine-wide marker of the running node: which state folder owns the bridge.
 OWNER_FILE = pathlib.Path("/run/tradewarden-node.owner")
+#: containerd's sockets: a short path of their own, since a unix socket path is limited to 104 bytes and
+#: a state folder under pytest's tmp may be longer (one node per machine, so one fixed place will do).
+SOCKET_DIR = pathlib.Path("/run/tradewarden-node")
+CONTAINERD_SOCKET = SOCKET_DIR / "containerd.sock"
+#: The kubelet's root folder, short for the same reason (it makes unix sockets under it); on disk, since
+#: the pods' emptyDir volumes live there.
+KUBELET_ROOT = pathlib.Path("/var/lib/tradewarden-node/kubelet")
 
 #: Debian package -> the command (or file) that shows it is installed, and why the node needs it.
 PACKAGES: dict[str, tuple[str, str]] = {
@@ -135,9 +142,9 @@ version = 2
 root = "{node}/containerd/root"
 state = "{node}/containerd/state"
 [grpc]
-  address = "{node}/containerd/containerd.sock"
+  address = "{CONTAINERD_SOCKET}"
 [ttrpc]
-  address = "{node}/containerd/containerd.sock.ttrpc"
+  address = "{CONTAINERD_SOCKET}.ttrpc"
 [debug]
   level = "warn"
 [plugins."io.containerd.grpc.v1.cri"]
@@ -182,7 +189,7 @@ def kubelet_config(node: pathlib.Path, pki: pathlib.Path, port: int, healthz: in
         "authorization": {"mode": "Webhook"},
         # No systemd here and cgroups are v1: the kubelet warns that v1 is in maintenance mode.
         "cgroupDriver": "cgroupfs", "failCgroupV1": False,
-        "containerRuntimeEndpoint": f"unix://{node}/containerd/containerd.sock",
+        "containerRuntimeEndpoint": f"unix://{CONTAINERD_SOCKET}",
         # Pods get a resolver that points nowhere outside this machine: a Service address nothing serves
         # (no pod here needs names; they reach the API server and the emulator by address).
         "resolvConf": str(node / "resolv.conf"), "clusterDNS": [DNS_IP], "clusterDomain": "cluster.local",
@@ -275,7 +282,8 @@ def start(state_dir: pathlib.Path, bins: pathlib.Path, spawn: object, kubeconfig
     node, pki, logs = state_dir / "node", state_dir / "pki", state_dir / "logs"
     ports = write_files(node, pki, kubeconfigs, pause_image)
     pids: dict[str, int] = {}
-    sock = node / "containerd/containerd.sock"
+    SOCKET_DIR.mkdir(parents=True, exist_ok=True)
+    sock = CONTAINERD_SOCKET
     # Registry pulls go to a proxy address that refuses them at once: images come from `make images` only.
     env = dict(os.environ, HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="")
     started = time.monotonic()
@@ -296,7 +304,7 @@ def start(state_dir: pathlib.Path, bins: pathlib.Path, spawn: object, kubeconfig
     pids["kube-scheduler"] = sched.pid
     kubelet = spawn("kubelet", [
         str(bins / "kubelet"), f"--config={node}/kubelet.json", f"--kubeconfig={kubeconfigs['kubelet']}",
-        f"--root-dir={node}/kubelet", f"--hostname-override={NODE_NAME}", f"--node-ip={BRIDGE_IP}",
+        f"--root-dir={KUBELET_ROOT}", f"--hostname-override={NODE_NAME}", f"--node-ip={BRIDGE_IP}",
         f"--cert-dir={node}/kubelet/pki", "--v=1",
     ], None)  # type: ignore[operator]
     pids["kubelet"] = kubelet.pid
@@ -308,14 +316,16 @@ def start(state_dir: pathlib.Path, bins: pathlib.Path, spawn: object, kubeconfig
 
 
 def _our_processes(state_dir: pathlib.Path) -> list[int]:
-    """Processes whose command line names the state folder: shims and anything else a crash left behind."""
-    marker = str(state_dir).encode()
+    """Processes whose command line names the state folder or containerd's socket: the parts, the container
+    shims (``-address <socket>``) and anything else a crash left behind."""
+    markers = (str(state_dir).encode() + b"/", str(state_dir).encode() + b"\0", str(CONTAINERD_SOCKET).encode())
     found = []
     for proc in pathlib.Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         with contextlib.suppress(OSError):
-            if marker in (proc / "cmdline").read_bytes():
+            cmdline = (proc / "cmdline").read_bytes()
+            if any(marker in cmdline for marker in markers):
                 found.append(int(proc.name))
     return found
 
@@ -347,7 +357,10 @@ def cleanup(state_dir: pathlib.Path, bins: pathlib.Path | None) -> None:
             pids = [p for p in pids if pathlib.Path(f"/proc/{p}").exists() and not _zombie(p)]
             time.sleep(0.1)
     _unmount_under(state_dir)
+    _unmount_under(KUBELET_ROOT)
     _network_cleanup(bins / "kube-proxy" if bins else None)
+    shutil.rmtree(SOCKET_DIR, ignore_errors=True)
+    shutil.rmtree(KUBELET_ROOT, ignore_errors=True)
     with contextlib.suppress(OSError):
         if OWNER_FILE.read_text().strip() == str(state_dir):
             OWNER_FILE.unlink()

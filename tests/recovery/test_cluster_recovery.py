@@ -33,8 +33,9 @@ def kubectl(kubeconfig: str, *args: str, input: str | None = None) -> subprocess
 
 def leftovers(state_dir: pathlib.Path) -> dict[str, object]:
     """What of a cluster in ``state_dir`` is still on the machine."""
+    roots = (str(state_dir), str(node.KUBELET_ROOT))
     mounts = [line.split()[4] for line in pathlib.Path("/proc/self/mountinfo").read_text().splitlines()
-              if line.split()[4].startswith(str(state_dir))]
+              if line.split()[4].startswith(roots)]
     netns = sorted(p.name for p in pathlib.Path("/var/run/netns").glob("cni-*")) \
         if pathlib.Path("/var/run/netns").is_dir() else []
     bridge = subprocess.run(["ip", "link", "show", node.BRIDGE], capture_output=True).returncode == 0

@@ -54,7 +54,8 @@ def test_the_node_configuration_keeps_pods_on_this_machine(tmp_path: pathlib.Pat
     assert bridge["ipMasq"] is False
     containerd = node.containerd_config(tmp_path, "tradewarden.local/pause:1")
     assert "restrict_oom_score_adj = true" in containerd
-    assert f'address = "{tmp_path}/containerd/containerd.sock"' in containerd
+    assert f'address = "{node.CONTAINERD_SOCKET}"' in containerd
+    assert f'root = "{tmp_path}/containerd/root"' in containerd
     proxy = node.kube_proxy_config(tmp_path / "k", 1, 2)
     assert proxy["nodePortAddresses"] == [f"{node.BRIDGE_IP}/32"]
     assert json.dumps(proxy)  # plain JSON, as written to disk
