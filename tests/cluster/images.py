@@ -82,8 +82,9 @@ def _digest(*parts: bytes) -> str:
 
 def buildah(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     root = cache_root() / "storage"
-    argv = ["buildah", "--root", str(root), "--runroot", "/run/tradewarden-buildah", "--storage-driver", "overlay",
-            *args]
+    # The run root (locks, mounts) is per store: two stores sharing one would refuse each other.
+    runroot = f"/run/tradewarden-buildah-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
+    argv = ["buildah", "--root", str(root), "--runroot", runroot, "--storage-driver", "overlay", *args]
     kw.setdefault("check", True)
     return subprocess.run(argv, text=True, **kw)  # type: ignore[call-overload, no-any-return]
 
