@@ -214,6 +214,10 @@ def test_a_venue_that_hangs_mid_tick_cannot_hold_the_runner_past_its_bound(
 
     code, took = stop_and_time(runner, timeout=bound + 10)
 
+    # What matters is the bound. Either the hung call is cut by the shutdown's deadline and the runner
+    # ends on its own (0), or the watchdog ends it (1) and says so; which one depends on where the tick
+    # was when SIGTERM came (seen both on a loaded machine).
     assert took < bound + 1.0, took
-    assert code == 1
-    assert any("did not stop within" in ln.get("msg", "") for ln in runner.lines()), runner.output()[-3000:]
+    assert code in (0, 1), runner.output()[-3000:]
+    if code == 1:
+        assert any("did not stop within" in ln.get("msg", "") for ln in runner.lines()), runner.output()[-3000:]
