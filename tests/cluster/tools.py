@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 
 #: The helm release the chart is tested with. v3.22.0 is the newest v3 and builds with Go 1.26.
 HELM_VERSION = "v3.22.0"
@@ -93,13 +94,20 @@ def build_helm(version: str = HELM_VERSION) -> pathlib.Path:
         f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor={major}",
         f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={minor}",
     ])
+    _build_into(target, lambda scratch: subprocess.run(
+        ["go", "install", "-trimpath", "-ldflags", ldflags, f"{HELM_MODULE}/cmd/helm@{version}"],
+        env=dict(env, GOBIN=str(scratch)), check=True))
+    return target
+
+
+def _build_into(target: pathlib.Path, build: Callable[[pathlib.Path], object]) -> None:
+    """Run ``build(scratch)``, which leaves the binary in a scratch folder, then rename that folder to
+    ``target``'s: an interrupted or concurrent build never leaves a half-written binary where the next
+    run would trust it."""
     target.parent.parent.mkdir(parents=True, exist_ok=True)
-    # Build into a scratch folder and rename it into place, so an interrupted or concurrent build never
-    # leaves a half-written binary where the next run would trust it.
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"helm-{version}.", dir=target.parent.parent))
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{target.parent.name}.", dir=target.parent.parent))
     try:
-        subprocess.run(["go", "install", "-trimpath", "-ldflags", ldflags, f"{HELM_MODULE}/cmd/helm@{version}"],
-                       env=dict(env, GOBIN=str(scratch)), check=True)
+        build(scratch)
         if target.parent.exists() and not target.is_file():
             shutil.rmtree(target.parent)  # a leftover without its binary (an old manual build, say)
         try:
@@ -110,7 +118,6 @@ def build_helm(version: str = HELM_VERSION) -> pathlib.Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     say(f"built {target}")
-    return target
 
 
 def prometheus(version: str = PROMETHEUS_VERSION) -> pathlib.Path:
@@ -126,21 +133,9 @@ def prometheus(version: str = PROMETHEUS_VERSION) -> pathlib.Path:
     out = subprocess.run(["go", "mod", "download", "-json", f"{PROMETHEUS_MODULE}@{version}"], env=env,
                          capture_output=True, text=True, check=True).stdout
     source = json.loads(out)["Dir"]
-    target.parent.parent.mkdir(parents=True, exist_ok=True)
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"prometheus-{version}.", dir=target.parent.parent))
-    try:
-        subprocess.run(["go", "build", "-trimpath", "-mod=readonly", "-ldflags", "-s -w", "-o",
-                        str(scratch / "prometheus"), "./cmd/prometheus"], cwd=source,
-                       env=dict(env, GOFLAGS=""), check=True)
-        shutil.rmtree(target.parent, ignore_errors=True)
-        try:
-            scratch.rename(target.parent)
-        except OSError:
-            if not target.is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    say(f"built {target}")
+    _build_into(target, lambda scratch: subprocess.run(
+        ["go", "build", "-trimpath", "-mod=readonly", "-ldflags", "-s -w", "-o", str(scratch / "prometheus"),
+         "./cmd/prometheus"], cwd=source, env=dict(env, GOFLAGS=""), check=True))
     return target
 
 

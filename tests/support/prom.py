@@ -10,6 +10,7 @@ are missing, and says so.
 from __future__ import annotations
 
 import contextlib
+import json
 import pathlib
 import re
 import shutil
@@ -17,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -107,9 +109,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def query(url: str, promql: str) -> list[dict[str, Any]]:
     """An instant query against the Prometheus at ``url``: [{"metric": {labels}, "value": [t, "v"]}, ...]."""
-    import json
-    import urllib.parse
-
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}), timeout=5) as resp:
         doc = json.loads(resp.read())
