@@ -13,8 +13,12 @@ TOOLS := $(PY) tests/cluster/tools.py
 TRADEWARDEN_CLUSTER ?= local
 export TRADEWARDEN_CLUSTER
 PYTEST_ARGS ?=
+# pytest-xdist workers sharing the one cluster (tests/conftest.py says how the tests are grouped); 0 runs
+# the suite in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
-.PHONY: help venv lint crds crds-check test test-unit cluster-build cluster-up cluster-down demo bench lock clean \
+.PHONY: help venv lint crds crds-check test test-unit cluster-build cluster-up cluster-down demo bench lock clean test-suite \
 	helm prometheus chart-lint e2e-kind images
 
 help: ## List the targets
@@ -67,8 +71,19 @@ test: lint ## Lint, then every test (starts a local one-node cluster for the ses
 	@$(call timed,$(TOOLS) helm >/dev/null,helm)
 	@$(call timed,$(TOOLS) prometheus >/dev/null,prometheus with Kubernetes discovery)
 	@$(MAKE) --no-print-directory prometheus
-	@$(PY) -m pytest $(PYTEST_ARGS)
-	@# Alone, after the session has stopped its cluster: one node per machine.
+	@# One cluster for every worker: reused if `make cluster-up` left one running, else started and stopped.
+	@if [ "$$TRADEWARDEN_CLUSTER" = local ]; then $(CLUSTER) run -- $(MAKE) --no-print-directory test-suite; \
+	  else $(MAKE) --no-print-directory test-suite; fi
+
+# The suite on the cluster `test` gave it: on the workers, then alone what changes the CRDs every test
+# relies on (mark `serial`); then, alone (one node per machine), the recovery test, which kills that
+# cluster and brings it back.
+test-suite:
+	@# (pytest exits 5 when a phase selects no test: PYTEST_ARGS may name only some.)
+	@if [ -n "$(PYTEST_PARALLEL)" ]; then \
+	  { $(PY) -m pytest $(PYTEST_PARALLEL) -m "not serial" $(PYTEST_ARGS) || [ $$? = 5 ]; } && \
+	  { $(PY) -m pytest -m serial $(PYTEST_ARGS) || [ $$? = 5 ]; }; \
+	else $(PY) -m pytest $(PYTEST_ARGS); fi
 	@if [ "$$TRADEWARDEN_CLUSTER" = local ]; then TRADEWARDEN_RECOVERY_TEST=1 $(PY) -m pytest tests/recovery $(PYTEST_ARGS); fi
 
 test-unit: $(STAMP) prometheus ## Only the tests that need no cluster

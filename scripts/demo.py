@@ -258,8 +258,10 @@ Logs: {STATE}/*.log. Press Ctrl-C to stop everything the demo started.
         if self.installed and not self.started_cluster:
             step(f"deleting the demo's bots (their pods stop) and uninstalling release {RELEASE}")
             self.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=90s", check=False)
-            subprocess.run([str(tools.helm()), "uninstall", RELEASE, "-n", SYSTEM, "--wait"], capture_output=True,
-                           env=dict(os.environ, KUBECONFIG=self.kubeconfig), check=False)
+            # Not --wait: the bots are gone already, and an operator elsewhere on the cluster may keep the
+            # shared runner role that helm deletes, which a wait would then wait on for ever.
+            subprocess.run([str(tools.helm()), "uninstall", RELEASE, "-n", SYSTEM], capture_output=True,
+                           env=dict(os.environ, KUBECONFIG=self.kubeconfig), check=False, timeout=120)
         step("stopping the runners, the operator and the emulator")
         for _name, proc in reversed(self.procs):
             if proc.poll() is None:

@@ -18,6 +18,12 @@ Usage::
     python tests/cluster/localcluster.py up [--dir D]    # start; prints the kubeconfig path
     python tests/cluster/localcluster.py down [--dir D]  # stop and remove the state
     python tests/cluster/localcluster.py status [--dir D]
+    python tests/cluster/localcluster.py run [--dir D] -- CMD...  # CMD against a cluster (started if none)
+
+``run`` is how ``make test`` gives one cluster to all of pytest's workers: it reuses a healthy cluster in
+the state folder (one left running by ``make cluster-up`` stays running) or starts one there and stops it
+when CMD ends, however CMD ends. CMD sees the folder as ``TRADEWARDEN_CLUSTER_DIR``, and
+``TRADEWARDEN_CLUSTER_STARTED=1`` when the cluster is its own to stop.
 """
 
 from __future__ import annotations
@@ -501,13 +507,37 @@ def down(state_dir: pathlib.Path, keep: bool = False) -> None:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def run(state_dir: pathlib.Path, command: list[str]) -> int:
+    """Run ``command`` against the cluster in ``state_dir``: a healthy one is reused and left running;
+    otherwise one is started there for the command and stopped after it (also on Ctrl-C or a failure)."""
+    state = State.load(state_dir)
+    started = not (state and healthy(state))
+    if started:
+        state = up(state_dir)
+    assert state is not None
+    try:
+        ensure_images(state)  # once, before any worker asks for the tag
+        # STARTED: the command may stop this cluster itself (the recovery test does); a reused one it must not.
+        env = dict(os.environ, TRADEWARDEN_CLUSTER_DIR=str(state_dir), TRADEWARDEN_CLUSTER_STARTED=str(int(started)))
+        return subprocess.call(command, env=env)
+    finally:
+        if started:
+            down(state_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["build", "up", "down", "status"])
+    parser.add_argument("command", choices=["build", "up", "down", "status", "run"])
     parser.add_argument("--dir", default=os.environ.get("TRADEWARDEN_CLUSTER_DIR", str(DEFAULT_DIR)),
                         help="State folder of the control plane (default: .cluster in the repository).")
+    parser.add_argument("argv", nargs=argparse.REMAINDER, help="run: the command (after --) and its arguments.")
     args = parser.parse_args(argv)
     state_dir = pathlib.Path(args.dir).resolve()
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if (args.command == "run") != bool(command):
+        parser.error("a command after -- is what `run` takes, and only `run`")
+    if args.command == "run":
+        return run(state_dir, command)
     if args.command == "build":
         print(build())
     elif args.command == "up":

@@ -31,6 +31,7 @@ import yaml
 
 from cluster import tools
 from support.kube import REPO, Cluster
+from support.pods import NODE_SINGLETONS
 
 CHART = REPO / "charts" / "tradewarden"
 VALUES_ALL = REPO / "tests" / "chart" / "values-all.yaml"
@@ -41,7 +42,7 @@ ONCALL_ROLE = "tradewarden-killswitch-operator"
 Doc = dict[str, Any]
 # The first test to ask for helm builds it when the cache is empty (about two minutes on a fresh machine;
 # `make test` builds it beforehand): more than pytest's default per-test timeout allows.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), NODE_SINGLETONS]
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -272,6 +273,20 @@ def test_operator_deployment_shape(helm_bin: pathlib.Path) -> None:
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
 
 
+def test_someone_always_keeps_the_shared_runner_role(helm_bin: pathlib.Path) -> None:
+    """The chart installs the runners' kill-switch ClusterRole and its operator leaves it alone; without
+    it (runnerKillSwitchRole.create=false) the operator keeps the role, so no release is left without one."""
+    def manage(*args: str) -> str:
+        (container,) = one(render(helm_bin, *args), "Deployment")["spec"]["template"]["spec"]["containers"]
+        return next(e["value"] for e in container["env"] if e["name"] == "TRADEWARDEN_MANAGE_RUNNER_CLUSTERROLE")
+
+    assert manage() == "false"
+    one(render(helm_bin), "ClusterRole", SHARED_RUNNER_ROLE)
+    assert manage("--set", "runnerKillSwitchRole.create=false") == "true"
+    assert not [d for d in render(helm_bin, "--set", "runnerKillSwitchRole.create=false")
+                if d["kind"] == "ClusterRole" and d["metadata"]["name"] == SHARED_RUNNER_ROLE]
+
+
 def test_shared_runner_role_is_exactly_what_the_operator_applies(helm_bin: pathlib.Path) -> None:
     """The chart and the operator both write this ClusterRole: any difference and they fight forever."""
     from tradewarden.controller.builders import build_fleet_cluster_role
@@ -401,7 +416,6 @@ def chart_release(helm_bin: pathlib.Path, cluster: Cluster, namespace: str) -> I
     cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
                     "pod-security.kubernetes.io/enforce-version=latest")
     cluster.kubectl("create", "namespace", creds_ns)
-    shared_before = cluster.kubectl("get", "clusterrole", SHARED_RUNNER_ROLE, "-o", "json", check=False)
     install = run_helm(
         helm_bin, "install", release, str(CHART), "-n", namespace,
         # The session fixture installed the CRDs. `global` selects every bot of the shared cluster: the
@@ -410,7 +424,11 @@ def chart_release(helm_bin: pathlib.Path, cluster: Cluster, namespace: str) -> I
         "--set", f"image.tag={cluster.image_tag}", "--set", f"runnerImage.tag={cluster.image_tag}",
         "--set-json", f'operator.namespaces=["{prefix}-*"]',
         "--set-json", f'rbac.credentialsNamespaces=["{creds_ns}"]',
-        # An operator started by another test may have created the shared runner role already.
+        # The shared runner ClusterRole is every operator's here (other tests' operators run side by side):
+        # this release's operator keeps it like them, and its uninstall neither deletes it nor waits on it
+        # (the default, chart-installed role is installed for real by the demo and the recovery test).
+        "--set", "runnerKillSwitchRole.create=false",
+        # A run that crashed may have left the chart's fixed-name access roles behind.
         "--take-ownership",
         kubeconfig=cluster.kubeconfig, check=False)
     try:
@@ -423,14 +441,6 @@ def chart_release(helm_bin: pathlib.Path, cluster: Cluster, namespace: str) -> I
                  check=False)
         cluster.kubectl("delete", "namespace", creds_ns, "--wait=false", check=False)
         cluster.kubectl("delete", "killswitch", f"{prefix}-global", "--ignore-not-found", "--wait=false", check=False)
-        if shared_before.returncode == 0:
-            # Put back the role other tests' operators and runners rely on (uninstall removed it).
-            role = json.loads(shared_before.stdout)
-            restored = {"apiVersion": role["apiVersion"], "kind": role["kind"],
-                        "metadata": {"name": role["metadata"]["name"]},
-                        "rules": role["rules"]}
-            cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=tradewarden-chart-test",
-                            "-f", "-", input=json.dumps(restored), check=False)
 
 
 @pytest.mark.cluster

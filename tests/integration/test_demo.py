@@ -10,8 +10,10 @@ import sys
 import pytest
 
 from support.kube import REPO, Cluster
-from support.pods import image_tag
+from support.pods import NODE_SINGLETONS, image_tag
 from support.runner import free_port
+
+pytestmark = NODE_SINGLETONS
 
 
 @pytest.mark.parametrize("placement", ["cluster", "external"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -41,11 +42,15 @@ def test_runners_halt_while_the_operator_is_down_and_status_catches_up(
         cluster.apply(kill_switch(switch, "off", namespaces=[ns]))
         envs = [BotEnv(cluster, ns, name, tmp_path / name, operator_managed=True) for name in ("alpha", "beta")]
         try:
-            for env in envs:
-                env.start()
-            for env in envs:
-                wait(lambda env=env: condition(cluster.get_json("tb", env.name, "-n", ns), "Ready").get("status")
-                     == "True", timeout=60, what=f"{env.name} Ready")
+            runners = [env.start() for env in envs]
+
+            def ready(env: BotEnv) -> dict[str, Any]:
+                cond = condition(cluster.get_json("tb", env.name, "-n", ns), "Ready")
+                assert cond.get("status") == "True", cond  # a timeout shows the last Ready condition
+                return cond
+
+            for env, runner in zip(envs, runners, strict=True):
+                wait(lambda env=env: ready(env), timeout=120, what=f"{env.name} Ready", runner=runner)
             operator.stop()
             assert not operator.alive()
             cluster.kubectl("patch", "killswitch", switch, "--type", "merge", "-p",

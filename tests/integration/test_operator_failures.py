@@ -24,7 +24,8 @@ from support.operator import OperatorProcess, condition, kill_switch, strategy_c
 from support.promotion import bot_of, event_reasons, runtime_of, until, wait_runtime
 from tradewarden.api.runtime import GATE_KEY_CONFIGMAP, GateKey, signature_valid
 
-pytestmark = pytest.mark.cluster
+# The loose-schema tests edit the CRDs every test relies on: they run alone (make test's serial phase).
+pytestmark = [pytest.mark.cluster, pytest.mark.serial]
 
 PHASE_MAXIMUM = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/promotion/properties/phase/maximum"
 

@@ -188,7 +188,12 @@ def test_invalid_edit_is_refused_and_the_bot_keeps_the_last_good_config(
                 and condition(b, "ConfigValid").get("status") == "False" and b, "ConfigValid=False on the bot")
     assert condition(bot, "ConfigValid")["reason"] == "StrategyConfigInvalid"
     assert "params.fast" in condition(bot, "ConfigValid")["message"]
-    assert bot["status"]["phase"] == "Pending"  # no heartbeat yet comes first in the phase chain
+    # The runner's health comes before the invalid edit in the phase chain: no heartbeat yet (Pending), or,
+    # once the node has tried this test's unpullable image, a runner pod that says why (Degraded).
+    healthy = condition(bot, "RunnerHealthy")
+    assert healthy["status"] != "True"
+    assert condition(bot, "Ready")["reason"] == healthy["reason"]
+    assert bot["status"]["phase"] == ("Pending" if healthy["reason"] == "NoHeartbeat" else "Degraded")
     time.sleep(1.0)
     kept = runtime_of(cluster, ns, "steady")
     assert kept is not None

@@ -24,7 +24,7 @@ from support.operator import condition, get, kill_switch, strategy_config, tradi
 from support.prom import launch_prometheus, query, stop
 from tradewarden.emulator import Emulator
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pods.NODE_SINGLETONS]
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +40,11 @@ def venue() -> Iterator[Emulator]:
 
 @pytest.fixture(scope="module")
 def platform(cluster: Cluster, helm_bin: pathlib.Path) -> Iterator[pods.ChartOperator]:
-    shared = cluster.kubectl("get", "clusterrole", pods.SHARED_RUNNER_ROLE, "-o", "json", check=False)
     op = pods.install_chart(cluster, helm_bin)
     try:
         yield op
     finally:
-        pods.uninstall_chart(op, shared)
+        pods.uninstall_chart(op)
         for ns in cluster.kubectl("get", "namespaces", "-o", "name").stdout.split():
             if ns.startswith(f"namespace/{op.prefix}-"):
                 cluster.kubectl("delete", ns, "--wait=false", check=False)

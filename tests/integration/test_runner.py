@@ -147,8 +147,8 @@ def test_restart_in_the_middle_of_an_order_makes_no_duplicate(env: BotEnv, emula
     cfg = _live(env, emulator, cluster, manual_lane=lane)
     env.write_runtime(cfg)  # type: ignore[arg-type]
     first = env.start()
-    wait(lambda: env.journal("SELECT status FROM orders") == [("pending",)], timeout=30,
-         what="the order journaled as pending")
+    wait(lambda: env.journal("SELECT status FROM orders") == [("pending",)], timeout=60,
+         what="the order journaled as pending", runner=first)
     wait(lambda: emulator.request_count("POST", "/api/v3/order") >= 1, what="the order sent")
     first.stop(signal.SIGKILL)
     assert not first.alive()
@@ -158,7 +158,10 @@ def test_restart_in_the_middle_of_an_order_makes_no_duplicate(env: BotEnv, emula
     orders = emulator.state()["orders"]
     mine = [o for o in orders if o.get("clientOrderId", "").startswith("tw")]
     assert len(mine) == 1, orders
-    assert any("placed before the restart" in line.get("msg", "") for line in second.lines())
+    # The runner says so (its log may land a moment after the journal).
+    wait(lambda: any("placed before the restart" in line.get("msg", "") for line in second.lines()),
+         what="the runner saying the order was placed before the restart")
+    assert not any("was never placed" in line.get("msg", "") for line in second.lines())
     assert env.journal("SELECT COUNT(*) FROM fills")[0][0] == 1
     # Invariant 5: the canary key and secret appear in no log line of either run.
     for runner in (first, second):

@@ -147,14 +147,14 @@ def test_sigterm_cancels_the_resting_entry_and_keeps_the_exit(env: BotEnv, venue
     buy = {"id": "buy-1", "symbol": SYM, "side": "buy", "amount": 0.01}
     env.write_runtime(live_runtime(env, venue, [buy]))
     runner = env.start()
-    wait(lambda: status_of(env, "manual:buy-1") == "closed", timeout=60, what="the first buy filled")
+    wait(lambda: status_of(env, "manual:buy-1") == "closed", timeout=60, what="the first buy filled", runner=runner)
     # From now on the venue holds the next two orders unfilled: an exit, then an entry, both rest.
     venue.fault("rest", count=2)
     exit_ = {"id": "exit-1", "symbol": SYM, "side": "sell", "amount": 0.004, "reduce_only": True}
     entry = {"id": "entry-2", "symbol": SYM, "side": "buy", "amount": 0.01}
     env.write_runtime(live_runtime(env, venue, [buy, exit_, entry]))
     wait(lambda: status_of(env, "manual:exit-1") == status_of(env, "manual:entry-2") == "open", timeout=30,
-         what="an exit and an entry resting on the venue")
+         what="an exit and an entry resting on the venue", runner=runner)
     entry_id, exit_id = client_id_of(env, "manual:entry-2"), client_id_of(env, "manual:exit-1")
     others = foreign_resting_orders(account)
     assert {o.client_order_id for o in account.fetch_open_orders(SYM)} == {entry_id, exit_id, *others}

@@ -3,9 +3,11 @@ firewall rules behind; the next ``cluster-up`` must clean them and bring up a wo
 cluster has never seen our CRDs: a plain ``helm install`` of the chart must work there in one step, the
 ``global`` KillSwitch included.
 
-Run by ``make test`` after the main session (which has stopped its own cluster by then), because only one
-node can run on a machine. When a developer's cluster (``make cluster-up``) is running, the test kills and
-restarts that one and leaves it running.
+Run by ``make test`` after the main session, alone, because only one node can run on a machine. It takes
+over the session's cluster (the one ``localcluster.py run`` started, ``TRADEWARDEN_CLUSTER_STARTED=1``):
+kills it, brings it back, and stops it for good at the end, checking that nothing is left. A developer's
+cluster (``make cluster-up``) is killed and restarted the same way but left running. With no cluster at
+all, the test starts its own.
 """
 
 from __future__ import annotations
@@ -88,9 +90,12 @@ def helm_install_in_one_step(kubeconfig: str, tag: str) -> None:
 
 @pytest.mark.timeout(600)
 def test_cluster_up_after_a_sigkilled_cluster_cleans_up_and_works(tmp_path: pathlib.Path) -> None:
-    shared = localcluster.State.load(localcluster.DEFAULT_DIR)
+    shared_dir = pathlib.Path(os.environ.get("TRADEWARDEN_CLUSTER_DIR", str(localcluster.DEFAULT_DIR)))
+    shared = localcluster.State.load(shared_dir)
     reuse = bool(shared and localcluster.healthy(shared))
-    state_dir = localcluster.DEFAULT_DIR if reuse else tmp_path / "crashed"
+    state_dir = shared_dir if reuse else tmp_path / "crashed"
+    # Stopped at the end unless it is a developer's cluster, which stays running.
+    ours = not reuse or os.environ.get("TRADEWARDEN_CLUSTER_STARTED") == "1"
     state = shared if reuse and shared else localcluster.up(state_dir)
     try:
         tag = localcluster.ensure_images(state)
@@ -110,8 +115,8 @@ def test_cluster_up_after_a_sigkilled_cluster_cleans_up_and_works(tmp_path: path
         state = again
         helm_install_in_one_step(again.kubeconfig, tag)
     finally:
-        if not reuse:
+        if ours:
             localcluster.down(state_dir)
-    if not reuse:
+    if ours:
         gone = leftovers(state_dir)
         assert gone == {"mounts": [], "netns": [], "bridge": False, "chain": False, "processes": []}, gone

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from cluster import node as local_node
 from support.kube import REPO, Cluster, poll
 from tradewarden.emulator import Emulator
@@ -25,6 +27,9 @@ CHART = REPO / "charts" / "tradewarden"
 #: The address of the pod bridge: the emulator listens there, pods reach the host there.
 BRIDGE_IP = local_node.BRIDGE_IP
 SHARED_RUNNER_ROLE = "tradewarden-runner-killswitches"
+#: The modules that install the chart (its fixed-name access ClusterRoles) or the demo (a fixed release and
+#: namespace) carry this mark: on pytest's workers, never two of them at once.
+NODE_SINGLETONS = pytest.mark.xdist_group("node-singletons")
 RESTRICTED = ("pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest")
 
 
@@ -138,7 +143,10 @@ def install_chart(cluster: Cluster, helm_bin: pathlib.Path, *extra: str,
     tag = image_tag(cluster)
     helm(helm_bin, cluster, "install", release, str(CHART), "-n", ns, *chart_values(prefix, tag),
          "--set", "crds.install=false",
-         # An operator started by another test may have created the shared runner role already.
+         # The shared runner ClusterRole is every operator's here (tests' operators run side by side): the
+         # release's operator keeps it like them, and its uninstall neither deletes it nor waits on it.
+         "--set", "runnerKillSwitchRole.create=false",
+         # A run that crashed may have left the chart's fixed-name access roles behind.
          "--take-ownership", *extra)
     op = ChartOperator(cluster, helm_bin, release, ns, prefix, tag)
     try:
@@ -150,15 +158,8 @@ def install_chart(cluster: Cluster, helm_bin: pathlib.Path, *extra: str,
     return op
 
 
-def uninstall_chart(op: ChartOperator, shared_role_before: subprocess.CompletedProcess[str] | None = None) -> None:
+def uninstall_chart(op: ChartOperator) -> None:
     helm(op.helm_bin, op.cluster, "uninstall", op.release, "-n", op.namespace, "--wait=false", check=False)
-    if shared_role_before is not None and shared_role_before.returncode == 0:
-        # Put back the role other tests' operators and runners rely on (uninstall removed it).
-        role = json.loads(shared_role_before.stdout)
-        restored = {"apiVersion": role["apiVersion"], "kind": role["kind"],
-                    "metadata": {"name": role["metadata"]["name"]}, "rules": role["rules"]}
-        op.cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=tradewarden-pod-test",
-                           "-f", "-", input=json.dumps(restored), check=False)
 
 
 def runner_pods(cluster: Cluster, ns: str, bot: str) -> list[dict[str, Any]]:

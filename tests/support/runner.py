@@ -282,5 +282,8 @@ def secret_manifest(name: str, data: dict[str, str]) -> dict[str, Any]:
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
 
 
-def wait(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
-    return poll(predicate, timeout=timeout, interval=interval, what=what)
+def wait(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition",
+         runner: RunnerProcess | None = None) -> Any:
+    """Poll ``predicate``; on timeout the failure shows the tail of ``runner``'s log when given."""
+    context = (lambda: "runner log:\n" + runner.output()[-4000:]) if runner is not None else None
+    return poll(predicate, timeout=timeout, interval=interval, what=what, context=context)
