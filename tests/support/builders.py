@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from typing import Any
 
 from tradewarden.api.market import Candle
@@ -12,7 +13,9 @@ from tradewarden.api.tradingbot import ExchangeSpec, RiskLimits
 from tradewarden.controller.keys import GateSigner
 
 #: The operator's key in unit tests: live configs made here are signed with it, as the operator signs.
-TEST_SIGNER = GateSigner.generate("tw-test")
+#: Each pytest process has its own key, published (support/runner.py) in a namespace of its own: the
+#: workers of one run share a cluster, and one worker's key must not replace another's.
+TEST_SIGNER = GateSigner.generate(f"tw-test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
 _ISSUED = itertools.count(1_800_000_000_000)
 
 
