@@ -139,6 +139,10 @@ def test_an_editor_written_immutable_runtime_configmap_never_trades_live(
         until(operator, lambda: (t := env.telemetry()) is not None and t.effective_mode.value == "paper",
               "the runner trading on paper")
         orders_before = emulator.request_count("POST", "/api/v3/order")
+        # With the operator down, so that only the runner's own check stands between the forgery and the
+        # venue (and the forger's copy is the latest: nothing else writes the ConfigMap meanwhile). One
+        # update: a ConfigMap may be made immutable by an update, and then no patch can undo it.
+        operator.stop()
         cm = cluster.get_json("configmap", "victim-runtime", "-n", ns)
         doc = json.loads(cm["data"]["runtime.json"])
         doc.update(effectiveMode="live", gateReplayHash="sha256:made-up", gateConsensusHash="sha256:made-up",
@@ -149,9 +153,6 @@ def test_an_editor_written_immutable_runtime_configmap_never_trades_live(
         cm["metadata"].pop("managedFields", None)
         path = tmp_path / "forged.json"
         path.write_text(json.dumps(cm))
-        # With the operator down, so that only the runner's own check stands between the forgery and the
-        # venue. One update: a ConfigMap may be made immutable by an update, and then no patch can undo it.
-        operator.stop()
         try:
             cluster.kubectl("replace", "-f", str(path), "--as", "mallory")
 
