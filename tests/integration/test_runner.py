@@ -169,7 +169,11 @@ def test_restart_in_the_middle_of_an_order_makes_no_duplicate(env: BotEnv, emula
         assert CANARY_KEY not in runner.output()
 
 
-def test_entries_stop_within_grace_when_the_api_server_is_unreachable(env: BotEnv, emulator: Emulator) -> None:
+@pytest.mark.parametrize("loss", ["refused", "silent"])
+def test_entries_stop_within_grace_when_the_api_server_is_unreachable(env: BotEnv, emulator: Emulator,
+                                                                     loss: str) -> None:
+    """Refused: every request fails at once. Silent: connections stay open and nothing answers (a dropped
+    route, a stalled API server), so only a deadline on each Lease renewal ends the wait."""
     grace = 5
     cfg = runtime(env, emulator, mode="paper", heartbeat_grace_seconds=grace)
     env.write_runtime(cfg)  # type: ignore[arg-type]
@@ -177,12 +181,15 @@ def test_entries_stop_within_grace_when_the_api_server_is_unreachable(env: BotEn
     wait(lambda: (t := env.telemetry()) is not None and t.api_reachable, what="a heartbeat")
     assert env.proxy is not None
     cut_at = time.monotonic()
-    env.proxy.cut()
+    if loss == "refused":
+        env.proxy.cut()
+    else:
+        env.proxy.silence()
 
     def stopped() -> bool:
         return any("stopping new entries on my own" in line.get("msg", "") for line in runner.lines())
 
-    wait(stopped, timeout=grace + 5, what="entries stopped on the runner's own")
+    wait(stopped, timeout=grace + 5, what="entries stopped on the runner's own", runner=runner)
     took = time.monotonic() - cut_at
     assert took <= grace + 5
     _, body = http_get(runner.metrics_port, "/metrics")

@@ -68,7 +68,9 @@ def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: pathl
 
 
 class TcpProxy:
-    """A loopback TCP forwarder the test can cut, to take the API server away from one runner."""
+    """A loopback TCP forwarder the test can cut, to take the API server away from one runner: ``cut``
+    refuses and resets (a process gone), ``silence`` keeps every connection open and answers nothing
+    (a dropped route, a stalled API server)."""
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self.target_port = target_port
@@ -79,7 +81,10 @@ class TcpProxy:
         self.server.listen(64)
         self.port = int(self.server.getsockname()[1])
         self.open = True
+        self.silent = False
         self._conns: list[socket.socket] = []
+        self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -88,19 +93,27 @@ class TcpProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            if not self.open:
-                client.close()
+            if self.silent:
+                self._held.append(client)  # accepted, never answered
                 continue
-            upstream = socket.create_connection((self.target_host, self.target_port))
-            self._conns += [client, upstream]
+            upstream = socket.create_connection((self.target_host, self.target_port)) if self.open else None
+            # Under the lock: a connection accepted while cut() ran must not survive it, or the runner
+            # keeps reaching the API server through it and the cut proves nothing.
+            with self._lock:
+                if not self.open or upstream is None:
+                    client.close()
+                    if upstream is not None:
+                        upstream.close()
+                    continue
+                self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
         try:
             while data := a.recv(65536):
-                b.sendall(data)
+                if not self.silent:
+                    b.sendall(data)
         except OSError:
             pass
         finally:
@@ -109,14 +122,28 @@ class TcpProxy:
 
     def cut(self) -> None:
         """Refuse new connections and reset the open ones: the API server is gone for this runner."""
-        self.open = False
-        for conn in self._conns:
+        with self._lock:
+            self.open = False
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            # shutdown first: a bare close() does not wake a thread blocked in recv() on it, and the
+            # connection would stay up (a silent one, not a reset).
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 conn.close()
-        self._conns = []
+
+    def silence(self) -> None:
+        """Forward nothing more, in either direction, and answer no new connection; close nothing."""
+        self.silent = True
 
     def restore(self) -> None:
         self.open = True
+        self.silent = False
+        held, self._held = self._held, []
+        for conn in held:
+            with contextlib.suppress(OSError):
+                conn.close()
 
 
 class RunnerProcess:

@@ -9,7 +9,9 @@ Three daemon threads, started by ``runner.main``:
   switches itself (``api.selectors``) and tells the engine at once, then acknowledges through the Lease,
   so a switch works while the operator is down (invariant 3).
 * ``Heartbeat``: renews the Lease ``<bot>-runner`` on a period and immediately when asked (an ack); when
-  the API server has not answered for longer than the grace period, the engine stops new entries.
+  the API server has not answered for longer than the grace period, the engine stops new entries. Each
+  renewal has a deadline (:func:`renewal_timeout`): an API server that goes silent (a dropped route, a
+  stalled process) must end in a failed renewal, not in a request that waits for ever while entries go on.
 
 The runner only reads what its Role allows: get/watch its own ConfigMap, list/watch KillSwitches,
 get/update its own Lease (and get its own credentials Secret, in ``main``).
@@ -17,6 +19,7 @@ get/update its own Lease (and get its own credentials Secret, in ``main``).
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -218,6 +221,12 @@ class KillSwitchWatcher(threading.Thread):
                 backoff = min(backoff * 2, 5.0)
 
 
+def renewal_timeout(grace: float) -> float:
+    """Seconds one Lease request may take: half the grace period (so a silent API server is noticed
+    within about one and a half grace periods), at least 1 s and at most 10 s."""
+    return max(1.0, min(grace / 2, 10.0))
+
+
 class Heartbeat(threading.Thread):
     """Renews the Lease with the runner's report, on a period and on demand."""
 
@@ -226,7 +235,11 @@ class Heartbeat(threading.Thread):
                  on_reachability: Callable[[bool, float], None], stop: threading.Event,
                  period: float = 5.0) -> None:
         super().__init__(name="heartbeat", daemon=True)
-        self.coord = client.CoordinationV1Api(api)
+        # A client of its own without urllib3's retries (three by default): each retry would wait the
+        # whole deadline again, and a silent API server would hold one renewal four deadlines long.
+        config = copy.copy(api.configuration)
+        config.retries = False
+        self.coord = client.CoordinationV1Api(client.ApiClient(config))
         self.namespace, self.lease, self.identity = namespace, lease, identity
         self.report, self.contact, self.grace = report, contact, grace
         self.on_reachability, self.stop_event, self.period = on_reachability, stop, period
@@ -247,17 +260,20 @@ class Heartbeat(threading.Thread):
         """
         now = dt.datetime.now(dt.UTC)
         annotations = self.report()
+        timeout = renewal_timeout(self.grace())
         with self._lease_lock:
             for attempt in range(2):
                 try:
                     if self._lease is None or attempt > 0:
-                        self._lease = self.coord.read_namespaced_lease(self.lease, self.namespace)
+                        self._lease = self.coord.read_namespaced_lease(self.lease, self.namespace,
+                                                                       _request_timeout=timeout)
                     lease = self._lease
                     lease.metadata.annotations = {**(lease.metadata.annotations or {}), **annotations}
                     lease.spec.holder_identity = self.identity
                     lease.spec.renew_time = now
                     lease.spec.lease_duration_seconds = int(self.grace())
-                    self._lease = self.coord.replace_namespaced_lease(self.lease, self.namespace, lease)
+                    self._lease = self.coord.replace_namespaced_lease(self.lease, self.namespace, lease,
+                                                                      _request_timeout=timeout)
                     break
                 except ApiException as exc:
                     self._lease = None
