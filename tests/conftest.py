@@ -1,8 +1,8 @@
 """Session fixtures: one control plane for the whole run, a fresh namespace for each test.
 
-``make test`` runs the suite on pytest-xdist workers (``--dist loadgroup``) against one cluster that
-``localcluster.py run`` started for all of them. A worker takes a whole module at a time, so a module's
-operator fixture starts once; the modules that share one cluster-wide singleton
+``make test PYTEST_WORKERS=2`` runs the suite on pytest-xdist workers (``--dist loadgroup``; the default
+is one process) against one cluster that ``localcluster.py run`` started for all of them. A worker takes
+a whole module at a time, so a module's operator fixture starts once; the modules that share one cluster-wide singleton
 (``support.pods.NODE_SINGLETONS``) all go to the same worker, one after the other, and the tests marked
 ``serial`` (they change what every test relies on) run after the others, alone. Every other test owns
 its namespaces (a prefix of its own) and may run beside any other.
@@ -46,8 +46,9 @@ def _start_cluster(tmp_root: pathlib.Path) -> tuple[Cluster, object | None]:
                        audit_log=pathlib.Path(state.dir) / "logs" / "audit.log"), None
     if os.environ.get("PYTEST_XDIST_WORKER"):
         raise pytest.UsageError(
-            f"no healthy cluster in {shared}: workers share one cluster, started for them by `make test` "
-            "(or `python tests/cluster/localcluster.py run -- pytest -n 2`); a plain `pytest` starts its own")
+            f"no healthy cluster in {shared}: workers share one cluster, started for them by "
+            "`make test PYTEST_WORKERS=2` (or `python tests/cluster/localcluster.py run -- pytest -n 2`); "
+            "a plain `pytest` starts its own")
     state_dir = tmp_root / "controlplane"
     state = localcluster.up(state_dir)
     cluster = Cluster(kubeconfig=state.kubeconfig, owned=True, startup_seconds=state.startup_seconds,
